@@ -1,0 +1,55 @@
+/* cli.h — private helpers of the command-line front end (src/cli only).
+ *
+ * The front end owns process concerns the library must not touch: printing,
+ * exit codes, MPI start/stop, and turning a library error into one message that
+ * every rank agrees on.
+ */
+#ifndef MPIREC_CLI_H
+#define MPIREC_CLI_H
+
+#include "mpirec/comm.h"
+#include "mpirec/config.h"
+#include "mpirec/err.h"
+
+#define CLI_MAX_SETS 256
+
+/* Options common to the commands that read a config. */
+typedef struct CliConfigArgs {
+    const char *config_path;          /* --config FILE (NULL: defaults only) */
+    const char *sets[CLI_MAX_SETS];   /* --set key=value, in order */
+    int nsets;
+} CliConfigArgs;
+
+/* A subcommand: name, one-line summary, entry point, and its --help text. */
+typedef struct CliCommand {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} CliCommand;
+
+/* Start MPI and install the log hook (rank 0 prints info; every rank prints its
+ * own errors with a [rank r] prefix). verbose: 0 quiet, 1 normal, 2 debug. */
+int cli_start(MrComm *comm, int *argc, char ***argv, int verbose, MrProgress progress, MrErr *e);
+/* Report an error (if rc != 0) and finalize; returns the process exit code. The
+ * message is printed once, by rank 0, after the ranks agreed on it. */
+int cli_finish(MrComm *comm, int rc, MrErr *e);
+
+/* Rank 0 reads the config file and broadcasts its text; every rank applies it and
+ * the --set overrides, then validates. Collective. */
+int cli_load_config(MrComm *comm, const CliConfigArgs *a, MrConfig *cfg, MrErr *e);
+
+/* Parse "--config F" and "--set k=v" at argv[*i]; returns 1 when consumed. */
+int cli_take_config_arg(CliConfigArgs *a, int argc, char **argv, int *i, MrErr *e);
+
+/* Create a directory and its parents (rank 0 only calls it). */
+int cli_mkdirs(const char *path, MrErr *e);
+/* Write a whole file atomically (tmp + rename). */
+int cli_write_file(const char *path, const char *text, MrErr *e);
+
+/* Exit-code table for --help texts. */
+extern const char *cli_exit_codes_help;
+
+/* Subcommand entry points. */
+int cmd_config(int argc, char **argv);
+
+#endif

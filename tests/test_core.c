@@ -1,0 +1,97 @@
+/* test_core.c — err buffer and the counter-based hashing of SEMANTICS.md section 8,
+ * checked against ../shared/reference/test_vectors.jsonl (values copied below from
+ * that file; the e2e parity test re-derives them from the reference itself). */
+#include <CUnit/CUnit.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "mpirec/err.h"
+#include "mpirec/hash.h"
+
+/* splitmix64 and the split hash for seed 42, rows 0..7. */
+static void test_splitmix_vectors(void)
+{
+    CU_ASSERT_EQUAL(mr_splitmix64(0), 0xe220a8397b1dcdafULL);
+    CU_ASSERT_EQUAL(mr_splitmix64(1), 0x910a2dec89025cc1ULL);
+    const uint64_t want[8] = {0x3e4a12d70b0af178ULL, 0x71818ad83cba8f05ULL, 0xfcee76b4159be538ULL,
+                              0xf475f3a10120426aULL, 0x569a7244cdbecd2cULL, 0x9f02d6c6b96eb40eULL,
+                              0x7aed48e69c7d4a3eULL, 0x9fadfce576dda0d5ULL};
+    uint64_t base = mr_mix(42, MR_TAG_SPLIT);
+    for (uint64_t r = 0; r < 8; r++)
+        CU_ASSERT_EQUAL(mr_mix(base, r), want[r]);
+}
+
+/* is_test for rows 0..19 at fraction 0.2: only rows 9, 10, 11. */
+static void test_split_rule(void)
+{
+    uint64_t base = mr_mix(42, MR_TAG_SPLIT), thr = mr_split_threshold(0.2);
+    for (uint64_t r = 0; r < 20; r++)
+        CU_ASSERT_EQUAL(mr_split_is_test(base, r, thr), r >= 9 && r <= 11);
+}
+
+/* Epoch order of rows 0..9: sort by key, ties by r. */
+static void test_epoch_order(void)
+{
+    const int want0[10] = {0, 1, 2, 3, 6, 8, 7, 5, 4, 9};
+    const int want1[10] = {8, 6, 0, 2, 7, 3, 5, 1, 9, 4};
+    for (int epoch = 0; epoch < 2; epoch++) {
+        int rows[10];
+        for (int i = 0; i < 10; i++)
+            rows[i] = i;
+        for (int i = 1; i < 10; i++)
+            for (int j = i; j > 0; j--) {
+                uint64_t a = mr_order_key(42, (uint64_t)epoch, (uint64_t)rows[j - 1]);
+                uint64_t b = mr_order_key(42, (uint64_t)epoch, (uint64_t)rows[j]);
+                if (a > b || (a == b && rows[j - 1] > rows[j])) {
+                    int t = rows[j];
+                    rows[j] = rows[j - 1];
+                    rows[j - 1] = t;
+                }
+            }
+        for (int i = 0; i < 10; i++)
+            CU_ASSERT_EQUAL(rows[i], epoch ? want1[i] : want0[i]);
+    }
+}
+
+/* Initial values: user embedding stream 1 and query dense stream 100. */
+static void test_init_values(void)
+{
+    const float want[8] = {-0.02452269196510315f, 0.012546330690383911f, 0.035563189536333084f,
+                           0.033626604825258255f, -0.007330792956054211f, 0.027346109971404076f,
+                           0.009293818846344948f, 0.04000140354037285f};
+    uint64_t base = mr_init_base(42, MR_STREAM_USER);
+    for (int j = 0; j < 8; j++)
+        CU_ASSERT_EQUAL(mr_init_value(base, (uint64_t)j, -0.05, 0.05), want[j]);
+    const float wq[4] = {-0.19532325863838196f, 0.11881542205810547f, 0.16587406396865845f,
+                         0.16214004158973694f};
+    double lim = sqrt(6.0 / 96.0);
+    base = mr_init_base(42, MR_STREAM_QDENSE);
+    for (int j = 0; j < 4; j++)
+        CU_ASSERT_EQUAL(mr_init_value(base, (uint64_t)j, -lim, lim), wq[j]);
+}
+
+/* mr_err_set formats and returns the code; prefix keeps the callee's text. */
+static void test_err(void)
+{
+    MrErr e;
+    mr_err_clear(&e);
+    CU_ASSERT_EQUAL(e.code, MR_OK);
+    CU_ASSERT_EQUAL(mr_err_set(&e, MR_EDATA, "line %d: bad", 7), MR_EDATA);
+    CU_ASSERT_STRING_EQUAL(e.msg, "line 7: bad");
+    CU_ASSERT_EQUAL(mr_err_prefix(&e, "file %s", "x.csv"), MR_EDATA);
+    CU_ASSERT_STRING_EQUAL(e.msg, "file x.csv: line 7: bad");
+    CU_ASSERT_EQUAL(mr_err_set(NULL, MR_EIO, "ignored"), MR_EIO);
+}
+
+int add_suite_core(void)
+{
+    CU_pSuite s = CU_add_suite("core", NULL, NULL);
+    if (!s)
+        return -1;
+    CU_add_test(s, "splitmix_vectors", test_splitmix_vectors);
+    CU_add_test(s, "split_rule", test_split_rule);
+    CU_add_test(s, "epoch_order", test_epoch_order);
+    CU_add_test(s, "init_values", test_init_values);
+    CU_add_test(s, "err", test_err);
+    return 0;
+}

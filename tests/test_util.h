@@ -1,0 +1,54 @@
+/* test_util.h — helpers shared by the test files. */
+#ifndef MPIREC_TEST_UTIL_H
+#define MPIREC_TEST_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpirec/comm.h"
+
+/* The communicator of the runner (size 1 outside mpirun). */
+extern MrComm *g_test_comm;
+
+/* Directory of the real datasets (../shared/data beside the project), from the
+ * MPIREC_DATA environment variable that CTest sets. Aborts the test run loudly
+ * when it is missing: these tests must not pass by skipping. */
+static inline const char *test_data_dir(void)
+{
+    const char *d = getenv("MPIREC_DATA");
+    if (!d || !*d) {
+        fprintf(stderr, "MPIREC_DATA is not set (run the tests through ctest)\n");
+        exit(99);
+    }
+    return d;
+}
+
+/* Path of a file under the data directory in a static buffer. */
+static inline const char *test_data_path(const char *rel)
+{
+    static char buf[4][4096];
+    static int k;
+    k = (k + 1) & 3;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", test_data_dir(), rel);
+    return buf[k];
+}
+
+/* A scratch directory for this process (created on first use), from MPIREC_TMP
+ * or /tmp. Rank-independent name so MPI tests can share files: pass a tag. */
+static inline const char *test_tmp_dir(void)
+{
+    static char dir[512];
+    if (!dir[0]) {
+        const char *base = getenv("MPIREC_TMP");
+        snprintf(dir, sizeof dir, "%s/mpirec-test-%s", base && *base ? base : "/tmp",
+                 getenv("MPIREC_TEST_TAG") ? getenv("MPIREC_TEST_TAG") : "x");
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot create %s\n", dir);
+    }
+    return dir;
+}
+
+#endif
