@@ -1,0 +1,114 @@
+/* index.h — the candidate index: exact and IVF maximum-inner-product search over
+ * item embeddings, self-measured recall and speed, and the INDEX.h5 file.
+ *
+ * Scores are unnormalised inner products q . c (what the retrieval model was
+ * trained on). Item k of the index is item vocabulary id k + 1 (row 0 of the item
+ * table is OOV and is never a candidate).
+ *
+ * exact: blocked sgemm (query block x corpus block) with a per-query top-k heap;
+ * ties broken by the lower item index, so results are deterministic.
+ * ivf:   k-means partitions (seeded k-means++ init) of the corpus, built for MIPS
+ *        (the method is documented in docs/index.md); a query scores the centroids,
+ *        probes the nprobe best partitions and returns the exact top k among their
+ *        items; optionally int8 scalar-quantised codes are scored first and the best
+ *        `rescore` candidates rescored exactly.
+ *
+ * Threads: whatever OpenBLAS uses (OPENBLAS_NUM_THREADS); the heap work of a query
+ * block may run on the same number of threads.
+ */
+#ifndef MPIREC_INDEX_H
+#define MPIREC_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mpirec/config.h"
+#include "mpirec/err.h"
+
+#define MR_INDEX_MAGIC "MPIREC-INDEX"
+#define MR_INDEX_VERSION 1
+
+typedef struct MrIndexParams {
+    MrIndexKind kind;
+    int64_t nlist;          /* 0: about 4 * sqrt(n) */
+    int64_t nprobe;         /* 0: pick the smallest reaching target_recall at build */
+    double target_recall;
+    int kmeans_iters;
+    int quantize;
+    int64_t rescore;        /* 0: 10 * k */
+    uint64_t seed;
+} MrIndexParams;
+
+/* Self-measurement written into the file. */
+typedef struct MrIndexStats {
+    int k;
+    int64_t queries;        /* sample size */
+    double recall;          /* recall@k of the ivf search vs exact (1 for exact) */
+    double qps_exact;       /* queries per second, exact search, batch of all sample queries */
+    double qps;             /* queries per second of this index's search */
+    int64_t nprobe;         /* nprobe in effect */
+    int threads;
+} MrIndexStats;
+
+typedef struct MrIndex {
+    MrIndexParams p;
+    int64_t n;              /* items */
+    int d;                  /* embedding dim */
+    float *emb;             /* [n x d] */
+    /* item id strings: item k is ids[ids_off[k] .. ids_off[k+1]) */
+    char *ids;
+    int64_t *ids_off;       /* [n + 1] */
+    /* ivf */
+    int64_t nlist;
+    float *centroids;       /* [nlist x d] */
+    int64_t *list_off;      /* [nlist + 1] */
+    int64_t *list_items;    /* [n] item indices grouped by list */
+    float *list_emb;        /* [n x d] embeddings in list order (locality) */
+    int8_t *codes;          /* [n x d] int8 codes in list order (quantize) */
+    float *code_scale;      /* [d] per-dimension scale (quantize) */
+    /* provenance */
+    uint64_t model_hash;    /* mr_config_model_hash of the model it came from */
+    char source[512];       /* checkpoint path it was built from */
+    int64_t source_step;
+    MrIndexStats stats;
+} MrIndex;
+
+/* Per-query exclusions (e.g. items seen in training): excl[excl_off[q] ..
+ * excl_off[q+1]) are item indices never returned for query q. */
+typedef struct MrExclusions {
+    const int64_t *excl_off; /* [nq + 1] */
+    const int64_t *excl;
+} MrExclusions;
+
+/* Lifecycle */
+void mr_index_params_from_config(MrIndexParams *p, const MrConfig *c, uint64_t seed);
+/* Build over n embeddings (copied). ids/ids_off may be NULL (then ids are "0","1"..).
+ * sample_queries [ns x d] (real user embeddings) are used to measure recall@k and
+ * QPS, and to choose nprobe when p->nprobe = 0. */
+int mr_index_build(MrIndex *ix, const MrIndexParams *p, const float *emb, int64_t n, int d,
+                   const char *ids, const int64_t *ids_off, const float *sample_queries,
+                   int64_t ns, int k, MrErr *e);
+void mr_index_free(MrIndex *ix);
+
+/* Operations */
+/* Top-k for nq queries [nq x d]: out_items [nq x k] item indices (-1 when fewer
+ * than k candidates exist after exclusions), out_scores [nq x k], best first.
+ * k larger than the number of items is clamped (documented) — the rest is -1.
+ * nprobe 0 = the index's own; ignored by exact. excl may be NULL. */
+int mr_index_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t nprobe,
+                    const MrExclusions *excl, int64_t *out_items, float *out_scores, MrErr *e);
+/* Exact search regardless of kind (the reference for recall). */
+int mr_index_search_exact(const MrIndex *ix, const float *Q, int64_t nq, int k,
+                          const MrExclusions *excl, int64_t *out_items, float *out_scores,
+                          MrErr *e);
+
+/* Files (serial HDF5, rank 0). Layout documented in docs/index.md. */
+int mr_index_save(const MrIndex *ix, const char *path, MrErr *e);
+/* Load; MR_EFORMAT for a missing dataset, bad checksum, wrong magic or version. */
+int mr_index_load(MrIndex *ix, const char *path, MrErr *e);
+
+/* Queries */
+/* Item index of an id string, or -1 (binary search: ids are sorted by bytes). */
+int64_t mr_index_find_item(const MrIndex *ix, const char *id, size_t len);
+
+#endif
