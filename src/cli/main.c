@@ -9,6 +9,9 @@
 #include "cli.h"
 
 static const CliCommand commands[] = {
+    {"train", "train a retrieval/ranking/multitask model (mpirun -np P for P ranks)", cmd_train},
+    {"gen", "write a synthetic interaction file with planted structure", cmd_gen},
+    {"data", "ingest, split and build vocabularies only; report what was read", cmd_data},
     {"config", "print the configuration keys, or the effective config", cmd_config},
 };
 #define NCMD (sizeof commands / sizeof commands[0])

@@ -1,0 +1,35 @@
+/* ckpt_state.h — private to src/train: the training checkpoint schema. */
+#ifndef MPIREC_CKPT_STATE_H
+#define MPIREC_CKPT_STATE_H
+
+#include "mpirec/ckpt.h"
+#include "mpirec/dataset.h"
+#include "mpirec/train.h"
+
+typedef struct MrCkptMeta {
+    int64_t step;            /* completed steps */
+    int64_t epoch;           /* epoch of the cursor */
+    int64_t batch;           /* next global batch of `epoch` */
+    uint64_t seed;
+    int64_t ranks;
+    int64_t optimizer_step;
+    uint64_t model_hash;
+    uint64_t user_vocab_hash, item_vocab_hash;
+    double epoch_loss_sum;   /* sum of batch losses of the epoch so far */
+    int64_t epoch_batches;
+    double train_seconds;    /* training wall time so far (all segments) */
+    const char *config_json; /* for saving */
+    const char *metrics_jsonl;
+} MrCkptMeta;
+
+/* Write DIR/ckpt-<step>.h5 atomically and point DIR/latest at it. Collective. */
+int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const MrState *s,
+                       const MrDataset *d, int keep, char *saved, size_t saved_n, MrErr *e);
+/* Read the /meta attributes (config and metrics: malloc'd, may be NULL). */
+int mr_ckpt_state_read_meta(MrCkptReader *r, MrCkptMeta *m, char **config_json, char **metrics,
+                            MrErr *e);
+/* Load parameters and optimizer state into an initialised state of the same
+ * shape (any P, any sharding). Collective when r was opened with a comm. */
+int mr_ckpt_state_load(MrCkptReader *r, MrComm *c, MrState *s, MrErr *e);
+
+#endif
