@@ -21,11 +21,23 @@
  * A final "\r" before end of file ends the line like "\r\n" does.
  * Not done here: skipping blank lines and the BOM (the record loop does that).
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "data/reader_impl.h"
+
+/* Format the bad_reason text. Out of line and cold: keeping the formatting out of
+ * the record loop leaves the hot path its registers. */
+static __attribute__((cold, noinline, format(printf, 2, 3))) void
+set_reason(MrReader *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->reason, sizeof r->reason, fmt, ap);
+    va_end(ap);
+}
 
 /* Column of field k for messages and bad_col (the first one that uses it). */
 static int field_col(const MrReader *r, int k)
@@ -61,14 +73,16 @@ typedef struct Slot {
     int dq;
 } Slot;
 
-static inline int csv_record(MrReader *r, const char *buf, size_t len, size_t s, int at_eof,
-                             MrRecord *rec, size_t *next, int64_t *nl_out, MrHdrSink *all)
+/* sc: a scanner over [buf, buf+len) for (separator's first byte, '\n', quote), at or
+ * before buf+s. */
+static inline __attribute__((always_inline)) int
+csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int at_eof,
+           MrRecord *rec, size_t *next, int64_t *nl_out, MrHdrSink *all)
 {
     const char q = r->spec.quote;
     const char *const sep = r->spec.sep;
     const size_t sl = r->spec.sep_len;
     const char s0 = sep[0];
-    const char qs = q ? q : '\n'; /* what the scanners look for as "quote" */
     const char *const end = buf + len;
     const char *p = buf + s;
     const char *rec_end;
@@ -92,7 +106,7 @@ static inline int csv_record(MrReader *r, const char *buf, size_t len, size_t s,
                         return 0;
                     bad = 1;
                     bad_field = k;
-                    snprintf(r->reason, sizeof r->reason,
+                    set_reason(r,
                              "quote never closed: field %d opens a quoted value that runs to "
                              "the end of the file",
                              k + 1);
@@ -141,7 +155,7 @@ static inline int csv_record(MrReader *r, const char *buf, size_t len, size_t s,
             } else {
                 bad = 1;
                 bad_field = k;
-                snprintf(r->reason, sizeof r->reason,
+                set_reason(r,
                          "text after the closing quote of field %d (a quoted field must be "
                          "followed by the separator or the end of the line)",
                          k + 1);
@@ -152,7 +166,7 @@ static inline int csv_record(MrReader *r, const char *buf, size_t len, size_t s,
             const char *c = p;
             fs = p;
             for (;;) {
-                const char *x = mr_find3(c, end, s0, '\n', qs);
+                const char *x = mr_scan_next(sc, c);
                 if (x == end) {
                     if (!at_eof)
                         return 0;
@@ -186,7 +200,7 @@ static inline int csv_record(MrReader *r, const char *buf, size_t len, size_t s,
                 }
                 bad = 1;
                 bad_field = k;
-                snprintf(r->reason, sizeof r->reason,
+                set_reason(r,
                          "quote character inside unquoted field %d (RFC 4180: a field that "
                          "contains quotes must be quoted, with its quotes doubled)",
                          k + 1);
@@ -256,7 +270,7 @@ finish:
     if (!bad && slot < r->nneed) {
         int want = r->need[r->nneed - 1];
         int c = field_col(r, want);
-        snprintf(r->reason, sizeof r->reason,
+        set_reason(r,
                  "expected at least %d fields, found %d (data.columns.%s is field index %d)",
                  want + 1, k + 1, mr_reader_col_key[c], want);
         rec->bad_reason = r->reason;
@@ -287,22 +301,32 @@ finish:
     return 1;
 }
 
+static void scan_init(MrScan *sc, const MrReader *r, const char *p, const char *end)
+{
+    /* Without quoting the quote slot repeats '\n'. */
+    mr_scan_init(sc, p, end, r->spec.sep[0], '\n', r->spec.quote ? r->spec.quote : '\n');
+}
+
 int mr_reader_csv_record(MrReader *r, const char *buf, size_t len, size_t s, int at_eof,
                          MrRecord *rec, size_t *next, int64_t *nl, MrHdrSink *all)
 {
-    return csv_record(r, buf, len, s, at_eof, rec, next, nl, all);
+    MrScan sc;
+    scan_init(&sc, r, buf + s, buf + len);
+    return csv_record(r, &sc, buf, len, s, at_eof, rec, next, nl, all);
 }
 
-static int csv_scan(MrReader *r, const char *buf, size_t len, size_t s, int at_eof,
+static int csv_scan(MrReader *r, void *ctx, const char *buf, size_t len, size_t s, int at_eof,
                     MrRecord *rec, size_t *next, int64_t *nl)
 {
-    return csv_record(r, buf, len, s, at_eof, rec, next, nl, NULL);
+    return csv_record(r, ctx, buf, len, s, at_eof, rec, next, nl, NULL);
 }
 
 int mr_reader_csv_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset,
                         int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
                         void *userdata, size_t *consumed, int64_t *next_line, int *done)
 {
+    MrScan sc;
+    scan_init(&sc, r, buf, buf + len);
     return mr_reader_loop(r, buf, len, buf_offset, line, stop_offset, at_eof, fn, userdata,
-                          consumed, next_line, done, csv_scan);
+                          consumed, next_line, done, csv_scan, &sc);
 }

@@ -73,6 +73,76 @@ static inline const char *mr_find2(const char *p, const char *end, char a, char 
     return end;
 }
 
+/* A forward-only cursor over the "structural" bytes (up to three values) of a
+ * buffer: one 64-byte block is compared at a time and its hits kept as a bit mask,
+ * so consecutive short fields cost a bit-scan each instead of a fresh vector
+ * search. Positions passed to mr_scan_next must never decrease. */
+typedef struct MrScan {
+    const char *base; /* start of the current block */
+    const char *end;
+    uint64_t m; /* hits in [base, base+64) not yet passed */
+    char a, b, c;
+#ifdef MR_VW
+    MrVec va, vb, vc;
+#endif
+} MrScan;
+
+static inline uint64_t mr_scan_block(const MrScan *s, const char *p)
+{
+    uint64_t m = 0;
+#ifdef MR_VW
+    if (s->end - p >= 64) {
+        for (int i = 0; i < 64; i += MR_VW) {
+            MrVec x = mr_vload(p + i);
+            uint64_t k = mr_vmask(mr_vor(mr_vor(mr_veq(x, s->va), mr_veq(x, s->vb)),
+                                         mr_veq(x, s->vc)));
+            m |= k << i;
+        }
+        return m;
+    }
+#endif
+    ptrdiff_t n = s->end - p < 64 ? s->end - p : 64;
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (p[i] == s->a || p[i] == s->b || p[i] == s->c)
+            m |= 1ULL << i;
+    return m;
+}
+
+static inline void mr_scan_init(MrScan *s, const char *p, const char *end, char a, char b, char c)
+{
+    s->end = end;
+    s->a = a;
+    s->b = b;
+    s->c = c;
+#ifdef MR_VW
+    s->va = mr_vsplat(a);
+    s->vb = mr_vsplat(b);
+    s->vc = mr_vsplat(c);
+#endif
+    s->base = p;
+    s->m = mr_scan_block(s, p);
+}
+
+/* First structural byte at or after p, or end. */
+static inline const char *mr_scan_next(MrScan *s, const char *p)
+{
+    for (;;) {
+        ptrdiff_t d = p - s->base;
+        if (d < 64) {
+            uint64_t m = s->m & (~0ULL << d);
+            if (m) {
+                s->m = m;
+                return s->base + __builtin_ctzll(m);
+            }
+            p = s->base + 64;
+        }
+        if (p >= s->end)
+            return s->end;
+        s->base = p;
+        s->m = mr_scan_block(s, p);
+    }
+}
+
 static inline const char *mr_find1(const char *p, const char *end, char a)
 {
     const char *x = p < end ? memchr(p, a, (size_t)(end - p)) : NULL;
@@ -135,15 +205,16 @@ int mr_reader_jsonl_parse(MrReader *r, const char *buf, size_t len, int64_t buf_
                           int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
                           void *userdata, size_t *consumed, int64_t *next_line, int *done);
 
-typedef int (*MrRecScanFn)(MrReader *r, const char *buf, size_t len, size_t s, int at_eof,
-                           MrRecord *rec, size_t *next, int64_t *nl);
+/* ctx: the format's per-call scanning state (an MrScan for csv, unused for jsonl). */
+typedef int (*MrRecScanFn)(MrReader *r, void *ctx, const char *buf, size_t len, size_t s,
+                           int at_eof, MrRecord *rec, size_t *next, int64_t *nl);
 
 /* The record loop of mr_reader_parse, instantiated once per format so that the
  * record scanner is called directly (and can be inlined) in the hot loop. */
 static inline int mr_reader_loop(MrReader *r, const char *buf, size_t len, int64_t buf_offset,
                                  int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
                                  void *userdata, size_t *consumed, int64_t *next_line, int *done,
-                                 MrRecScanFn scan)
+                                 MrRecScanFn scan, void *ctx)
 {
     size_t pos = 0;
     int rc = 0;
@@ -186,7 +257,7 @@ static inline int mr_reader_loop(MrReader *r, const char *buf, size_t len, int64
         MrRecord rec;
         size_t next;
         int64_t nl;
-        int k = scan(r, buf, len, pos, at_eof, &rec, &next, &nl);
+        int k = scan(r, ctx, buf, len, pos, at_eof, &rec, &next, &nl);
         if (k == 0)
             break;
         if (k < 0) {

@@ -85,7 +85,7 @@ static const char *unterminated(JLine *L, const char *open)
 
 /* p: just after an opening '"'. Returns the closing '"' or NULL. *esc = 1 when the
  * string holds escapes. */
-static const char *jstr(JLine *L, const char *p, int *esc)
+static __attribute__((noinline)) const char *jstr_slow(JLine *L, const char *p, int *esc)
 {
     const char *e = L->e, *open = p - 1;
     for (;;) {
@@ -114,6 +114,15 @@ static const char *jstr(JLine *L, const char *p, int *esc)
             return jfail(L, x + 1, "an escape character (one of \"\\/bfnrtu) after '\\'");
         }
     }
+}
+
+/* The common case inline (no escape before the closing quote), the rest out of line. */
+static inline const char *jstr(JLine *L, const char *p, int *esc)
+{
+    const char *x = mr_find2(p, L->e, '"', '\\');
+    if (x < L->e && *x == '"')
+        return x;
+    return jstr_slow(L, p, esc);
 }
 
 static const char *jnum(JLine *L, const char *p)
@@ -324,6 +333,15 @@ static size_t junescape(char *out, const char *p, size_t len)
     return (size_t)(o - out);
 }
 
+/* Field names are short: a byte loop beats a call to memcmp for each key. */
+static inline int same_bytes(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
 /* Bit c set when key [k, k+n) (raw, escapes when esc) names column c. */
 static unsigned key_cols(const MrReader *r, const char *k, size_t n, int esc)
 {
@@ -338,7 +356,7 @@ static unsigned key_cols(const MrReader *r, const char *k, size_t n, int esc)
     }
     unsigned m = 0;
     for (int c = 0; c < MR_NCOLS; c++)
-        if (r->name_len[c] == n && memcmp(r->spec.cols[c].name, k, n) == 0)
+        if (r->name_len[c] == n && same_bytes(r->spec.cols[c].name, k, n))
             m |= 1u << c;
     return m;
 }
@@ -361,9 +379,10 @@ static const char *what_value(char c)
     }
 }
 
-static inline int jsonl_record(MrReader *r, const char *buf, size_t len, size_t s, int at_eof,
-                               MrRecord *rec, size_t *next, int64_t *nl)
+static inline int jsonl_record(MrReader *r, void *ctx, const char *buf, size_t len, size_t s,
+                               int at_eof, MrRecord *rec, size_t *next, int64_t *nl)
 {
+    (void)ctx;
     const char *b = buf + s, *end = buf + len;
     const char *e = memchr(b, '\n', len - s);
     if (e) {
@@ -424,7 +443,13 @@ static inline int jsonl_record(MrReader *r, const char *buf, size_t len, size_t 
                 val.kind = MR_VAL_TEXT;
                 p = x + 1;
             } else {
-                const char *x = jskip(&L, p);
+                /* Scalars directly; containers (and errors) through the skipper. */
+                const char *x = p >= e                                ? jskip(&L, p)
+                                : *p == '-' || isdig(*p)              ? jnum(&L, p)
+                                : *p == 't'                           ? jlit(&L, p, "true")
+                                : *p == 'f'                           ? jlit(&L, p, "false")
+                                : *p == 'n'                           ? jlit(&L, p, "null")
+                                                                      : jskip(&L, p);
                 if (!x)
                     goto bad;
                 val.len = (size_t)(x - p);
@@ -501,7 +526,7 @@ bad:
 int mr_reader_jsonl_record(MrReader *r, const char *buf, size_t len, size_t s, int at_eof,
                            MrRecord *rec, size_t *next, int64_t *nl)
 {
-    return jsonl_record(r, buf, len, s, at_eof, rec, next, nl);
+    return jsonl_record(r, NULL, buf, len, s, at_eof, rec, next, nl);
 }
 
 int mr_reader_jsonl_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset,
@@ -509,5 +534,5 @@ int mr_reader_jsonl_parse(MrReader *r, const char *buf, size_t len, int64_t buf_
                           void *userdata, size_t *consumed, int64_t *next_line, int *done)
 {
     return mr_reader_loop(r, buf, len, buf_offset, line, stop_offset, at_eof, fn, userdata,
-                          consumed, next_line, done, jsonl_record);
+                          consumed, next_line, done, jsonl_record, NULL);
 }
