@@ -92,6 +92,8 @@ csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int a
     int anydq = 0;
     int bad = 0, bad_field = -1;
     int par = 0; /* quotes seen in the record, mod 2, when resynchronising */
+    int after = p == sc->resume; /* p is just after the scanner's last hit */
+    sc->resume = NULL;
     int64_t nl = 0;
 
     for (;;) {
@@ -99,6 +101,7 @@ csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int a
         int dq = 0, last;
         if (q && p < end && *p == q) {
             const char *c = p + 1, *x;
+            after = 0;
             for (;;) {
                 x = mr_find2(c, end, q, '\n');
                 if (x == end) {
@@ -166,7 +169,7 @@ csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int a
             const char *c = p;
             fs = p;
             for (;;) {
-                const char *x = mr_scan_next(sc, c);
+                const char *x = after ? mr_scan_after(sc) : mr_scan_next(sc, c);
                 if (x == end) {
                     if (!at_eof)
                         return 0;
@@ -182,20 +185,30 @@ csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int a
                     if (fe > fs && fe[-1] == '\r')
                         fe--;
                     rec_end = x + 1;
+                    sc->resume = x + 1;
                     nl++;
                     last = 1;
                     break;
                 }
                 if (*x == s0) {
-                    if (sl == 1 || ((size_t)(end - x) >= sl && memcmp(x, sep, sl) == 0)) {
+                    if (sl == 1) {
+                        fe = x;
+                        p = x + 1;
+                        last = 0;
+                        after = 1;
+                        break;
+                    }
+                    if ((size_t)(end - x) >= sl && memcmp(x, sep, sl) == 0) {
                         fe = x;
                         p = x + sl;
                         last = 0;
+                        after = 0;
                         break;
                     }
                     /* Not a whole separator (or cut by the end of buf: then no '\n'
                      * follows in buf either, and the next scan says so). */
                     c = x + 1;
+                    after = 1;
                     continue;
                 }
                 bad = 1;

@@ -81,6 +81,8 @@ typedef struct MrScan {
     const char *base; /* start of the current block */
     const char *end;
     uint64_t m; /* hits in [base, base+64) not yet passed */
+    const char *resume; /* csv: where the next record starts if the last one ended at
+                         * the scanner's last hit ('\n'); NULL otherwise */
     char a, b, c;
 #ifdef MR_VW
     MrVec va, vb, vc;
@@ -121,6 +123,7 @@ static inline void mr_scan_init(MrScan *s, const char *p, const char *end, char 
 #endif
     s->base = p;
     s->m = mr_scan_block(s, p);
+    s->resume = NULL;
 }
 
 /* First structural byte at or after p, or end. */
@@ -141,6 +144,20 @@ static inline const char *mr_scan_next(MrScan *s, const char *p)
         s->base = p;
         s->m = mr_scan_block(s, p);
     }
+}
+
+/* The hit after the one returned last, for a caller that goes on right after it
+ * (a one-byte separator or a line end): the same as mr_scan_next(s, x + 1), but
+ * computed from the mask alone, so that the search for the next field does not
+ * wait for the address of this one (about 8% on a 4-column CSV). */
+static inline const char *mr_scan_after(MrScan *s)
+{
+    uint64_t m = s->m & (s->m - 1);
+    if (m) {
+        s->m = m;
+        return s->base + __builtin_ctzll(m);
+    }
+    return mr_scan_next(s, s->base + 64);
 }
 
 static inline const char *mr_find1(const char *p, const char *end, char a)
