@@ -104,11 +104,9 @@ static int generate(const char *kind, const char *path, double mb)
         if (!strcmp(kind, "csv"))
             n += (uint64_t)fprintf(f, "%s,%s,%d.0,%lld\n", user, item, rating, ts);
         else if (!strcmp(kind, "csvq"))
-            n += (uint64_t)fprintf(f, "%s,%s,%d.0,%s,%lld\n", user, item, rating,
-                                   texts[r % 5], ts);
+            n += (uint64_t)fprintf(f, "%s,%s,%d.0,%s,%lld\n", user, item, rating, texts[r % 5], ts);
         else if (!strcmp(kind, "delim"))
-            n += (uint64_t)fprintf(f, "%llu::%llu::%d::%lld\n",
-                                   (unsigned long long)(r % 6040 + 1),
+            n += (uint64_t)fprintf(f, "%llu::%llu::%d::%lld\n", (unsigned long long)(r % 6040 + 1),
                                    (unsigned long long)(r >> 16) % 3952 + 1, rating, ts);
         else
             n += (uint64_t)fprintf(f,
@@ -207,8 +205,8 @@ static double time_stream(MrReader *r, const char *path, int64_t ds, int64_t lin
         size_t consumed;
         int64_t next_line;
         int done;
-        mr_reader_parse(r, buf, have, off, line, INT64_MAX, eof, sink, acc, &consumed,
-                        &next_line, &done);
+        mr_reader_parse(r, buf, have, off, line, INT64_MAX, eof, sink, acc, &consumed, &next_line,
+                        &done);
         memmove(buf, buf + consumed, have - consumed);
         have -= consumed;
         off += (int64_t)consumed;
@@ -247,8 +245,8 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    const char *gen = "csv", *file = NULL, *fmt = NULL, *sep = NULL, *quote = NULL,
-               *cols = NULL, *path = NULL;
+    const char *gen = "csv", *file = NULL, *fmt = NULL, *sep = NULL, *quote = NULL, *cols = NULL,
+               *path = NULL;
     int header = -1, runs = 5;
     double mb = 100;
     for (int i = 1; i < argc; i++) {
@@ -321,7 +319,7 @@ int main(int argc, char **argv)
 
     MrReaderSpec spec;
     memset(&spec, 0, sizeof spec);
-    spec.format = !strcmp(fmt, "jsonl") ? MR_FMT_JSONL
+    spec.format = !strcmp(fmt, "jsonl")       ? MR_FMT_JSONL
                   : !strcmp(fmt, "delimited") ? MR_FMT_DELIMITED
                                               : MR_FMT_CSV;
     if (!sep)
@@ -381,8 +379,9 @@ int main(int argc, char **argv)
         t_stream[k] = time_stream(r, file, ds, line, &acc2);
     }
     if (acc.records != acc2.records || acc.h != acc2.h) {
-        fprintf(stderr, "bench_reader: in-memory and streamed parses differ (%lld vs %lld "
-                        "records)\n",
+        fprintf(stderr,
+                "bench_reader: in-memory and streamed parses differ (%lld vs %lld "
+                "records)\n",
                 (long long)acc.records, (long long)acc2.records);
         return 1;
     }
@@ -394,14 +393,13 @@ int main(int argc, char **argv)
            (long long)acc.records, (long long)acc.bad,
            acc.records ? (double)len / (double)acc.records : 0.0);
     printf("format   %s, sep \"%s\", quote %s, header %d; median of %d runs, one core\n", fmt,
-           spec.sep_len == 1 && spec.sep[0] == '\t' ? "\\t" : spec.sep,
-           spec.quote ? "\"" : "none", spec.header, runs);
+           spec.sep_len == 1 && spec.sep[0] == '\t' ? "\\t" : spec.sep, spec.quote ? "\"" : "none",
+           spec.header, runs);
     printf("read     %8.0f MB/s   (read() in 4 MiB blocks, page cache)\n", read_s);
     printf("count    %8.0f MB/s   (mr_shard_count: quotes and newlines)\n", count_s);
-    printf("parse    %8.0f MB/s   (in memory)   read/parse  = %.2fx\n", parse_s,
-           read_s / parse_s);
-    printf("stream   %8.0f MB/s   (read+parse)  read/stream = %.2fx   %.1f M records/s\n",
-           stream_s, read_s / stream_s, (double)acc.records / median(t_stream, runs) / 1e6);
+    printf("parse    %8.0f MB/s   (in memory)   read/parse  = %.2fx\n", parse_s, read_s / parse_s);
+    printf("stream   %8.0f MB/s   (read+parse)  read/stream = %.2fx   %.1f M records/s\n", stream_s,
+           read_s / stream_s, (double)acc.records / median(t_stream, runs) / 1e6);
     printf("check    %016llx\n", (unsigned long long)acc.h);
     printf("command  ");
     for (int i = 0; i < argc; i++)

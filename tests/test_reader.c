@@ -124,7 +124,7 @@ static int tl_is(const TList *l, size_t i, int c, const char *s, size_t n, MrVal
     const TRec *t = &l->v[i];
     return t->kind[c] == k && t->len[c] == n && memcmp(l->bytes + t->off[c], s, n) == 0;
 }
-#define FIELD_IS(l, i, c, lit) tl_is(l, i, c, lit, sizeof lit - 1, MR_VAL_TEXT)
+#define FIELD_IS(l, i, c, lit)      tl_is(l, i, c, lit, sizeof lit - 1, MR_VAL_TEXT)
 #define FIELD_KIND(l, i, c, lit, k) tl_is(l, i, c, lit, sizeof lit - 1, k)
 
 /* Print an input with its control and non-ASCII bytes escaped (failure reports). */
@@ -161,8 +161,8 @@ static int tl_equal(const TList *a, const TList *b, const char *what)
             same = x->kind[c] == y->kind[c] && x->len[c] == y->len[c] &&
                    memcmp(a->bytes + x->off[c], b->bytes + y->off[c], x->len[c]) == 0;
         if (!same) {
-            fprintf(stderr, "\n%s: record %zu differs: offset %lld/%lld line %lld/%lld\n", what,
-                    i, (long long)x->offset, (long long)y->offset, (long long)x->line,
+            fprintf(stderr, "\n%s: record %zu differs: offset %lld/%lld line %lld/%lld\n", what, i,
+                    (long long)x->offset, (long long)y->offset, (long long)x->line,
                     (long long)y->line);
             return 0;
         }
@@ -205,8 +205,7 @@ static int64_t count_nl(const char *p, size_t n)
 
 /* The serial reference: header, then one parse call over all the data. Returns
  * the header's code (e holds its message). */
-static int parse_serial(const MrReaderSpec *spec, const char *buf, size_t len, TList *out,
-                        MrErr *e)
+static int parse_serial(const MrReaderSpec *spec, const char *buf, size_t len, TList *out, MrErr *e)
 {
     MrReader *r = NULL;
     int rc = mr_reader_create(&r, spec, e);
@@ -311,8 +310,8 @@ static int parse_bounds(const MrReaderSpec *spec, const char *buf, size_t len, c
     return (int)rc;
 }
 
-static int parse_sharded(const MrReaderSpec *spec, const char *buf, size_t len, int P,
-                         size_t chunk, TList *out)
+static int parse_sharded(const MrReaderSpec *spec, const char *buf, size_t len, int P, size_t chunk,
+                         TList *out)
 {
     int64_t b[65];
     for (int r = 0; r < P; r++)
@@ -609,8 +608,7 @@ static void test_jsonl_values(void)
     parse_str(&s, in, &l);
     CU_ASSERT_EQUAL_FATAL(l.n, 4);
     CU_ASSERT_EQUAL(l.nbad, 0);
-    CU_ASSERT(FIELD_IS(&l, 0, MR_COL_USER,
-                       "a\"b\\c/d\n\xC3\xA9\xF0\x9F\x98\x80\xEF\xBF\xBDx"));
+    CU_ASSERT(FIELD_IS(&l, 0, MR_COL_USER, "a\"b\\c/d\n\xC3\xA9\xF0\x9F\x98\x80\xEF\xBF\xBDx"));
     CU_ASSERT(FIELD_KIND(&l, 0, MR_COL_ITEM, "12.5e3", MR_VAL_NUMBER));
     CU_ASSERT_EQUAL(l.v[0].kind[MR_COL_RATING], MR_VAL_NULL);
     CU_ASSERT(FIELD_KIND(&l, 0, MR_COL_TEXT, "true", MR_VAL_BOOL));
@@ -642,10 +640,12 @@ static void test_jsonl_bad_records(void)
         {"\"user\"", "not a JSON object: the line holds a string", -1},
         {"42", "not a JSON object: the line holds a number", -1},
         {"   ", "not a JSON object: the line holds only blanks", -1},
-        {"{\"user\" \"u\"}", "JSON syntax error at byte 9 of the line: expected ':' after a key, "
-                             "found '\"'",
+        {"{\"user\" \"u\"}",
+         "JSON syntax error at byte 9 of the line: expected ':' after a key, "
+         "found '\"'",
          -1},
-        {"{\"user\":\"u\",}", "JSON syntax error at byte 13 of the line: expected a string key", -1},
+        {"{\"user\":\"u\",}", "JSON syntax error at byte 13 of the line: expected a string key",
+         -1},
         {"{\"user\":\"u\"} x", "text after the JSON object at byte 14", -1},
         {"{\"user\":\"u\\q\"}", "expected an escape character", -1},
         {"{\"user\":01}", "expected ',' or '}', found '1'", -1},
@@ -658,11 +658,13 @@ static void test_jsonl_bad_records(void)
          MR_COL_ITEM},
         {"{\"user\":\"u\",\"text\":[\"a\"]}", "field 'text' (data.columns.text) is a JSON array",
          MR_COL_TEXT},
-        {"{\"user\":\"u\",\"item\":\"i", "truncated JSON: unterminated string (the string that "
-                                         "starts at byte 20 runs to the end of the line)",
+        {"{\"user\":\"u\",\"item\":\"i",
+         "truncated JSON: unterminated string (the string that "
+         "starts at byte 20 runs to the end of the line)",
          -1},
-        {"{\"user\":\"u\",\"item\":", "truncated JSON: the line ends (after 19 bytes) where a "
-                                      "value was expected",
+        {"{\"user\":\"u\",\"item\":",
+         "truncated JSON: the line ends (after 19 bytes) where a "
+         "value was expected",
          -1},
         {"{\"user\":\"u\"", "truncated JSON", -1},
         {"{\"user\":nul", "truncated JSON", -1},
@@ -742,9 +744,9 @@ static void test_header_missing_column(void)
     int done;
     TList l;
     tl_init(&l);
-    CU_ASSERT_EQUAL(mr_reader_parse(r, buf, len, 0, 1, INT64_MAX, 1, collect, &l, &consumed, &nl,
-                                    &done),
-                    MR_EINTERNAL);
+    CU_ASSERT_EQUAL(
+        mr_reader_parse(r, buf, len, 0, 1, INT64_MAX, 1, collect, &l, &consumed, &nl, &done),
+        MR_EINTERNAL);
     CU_ASSERT_EQUAL(l.n, 0);
     mr_reader_destroy(&r);
 
@@ -777,8 +779,7 @@ static void test_header_edge_files(void)
         CU_ASSERT_EQUAL(mr_reader_header(r, "e.csv", "\xEF\xBB\xBF", 3, 1, &ds, &more, &e),
                         MR_EDATA);
         CU_ASSERT(strstr(e.msg, "empty file") != NULL);
-        CU_ASSERT_EQUAL(mr_reader_header(r, "b.csv", "\n\r\n\n", 4, 1, &ds, &more, &e),
-                        MR_EDATA);
+        CU_ASSERT_EQUAL(mr_reader_header(r, "b.csv", "\n\r\n\n", 4, 1, &ds, &more, &e), MR_EDATA);
         CU_ASSERT_STRING_EQUAL(e.msg, "empty file: b.csv holds only blank lines");
         /* Not at EOF: ask for more rather than guess. */
         CU_ASSERT_EQUAL(mr_reader_header(r, "b.csv", "\n\r\n\n", 4, 0, &ds, &more, &e), MR_OK);
@@ -875,7 +876,8 @@ static void test_spec_and_create(void)
 static void test_incremental_prefixes(void)
 {
     const char *csv = "u1,\"a\"\"\nb\",5,1\r\nu2,i2,4,2\r\n\r\nu3,\"x,y\",3,3\r\n";
-    const char *jl = "{\"user\":\"a\\\"\\n\",\"item\":[1,{\"b\":\"\\\"}\"}]}\r\n\n{\"user\":\"b\"}\n";
+    const char *jl =
+        "{\"user\":\"a\\\"\\n\",\"item\":[1,{\"b\":\"\\\"}\"}]}\r\n\n{\"user\":\"b\"}\n";
     MrReaderSpec specs[2] = {csv4(0), jspec()};
     const char *ins[2] = {csv, jl};
     for (int k = 0; k < 2; k++) {
@@ -893,9 +895,9 @@ static void test_incremental_prefixes(void)
             size_t consumed = 99;
             int64_t nl = -1;
             int done = -1;
-            CU_ASSERT_EQUAL(mr_reader_parse(r, in, n, 0, 1, INT64_MAX, 0, collect, &l, &consumed,
-                                            &nl, &done),
-                            0);
+            CU_ASSERT_EQUAL(
+                mr_reader_parse(r, in, n, 0, 1, INT64_MAX, 0, collect, &l, &consumed, &nl, &done),
+                0);
             CU_ASSERT_EQUAL(done, 0);
             /* The records delivered are a prefix of the full parse and end where
              * consumed says; the next record (if any) starts there. */
@@ -908,8 +910,8 @@ static void test_incremental_prefixes(void)
             /* Feeding the rest from there completes the parse identically. */
             size_t c2;
             int64_t nl2;
-            CU_ASSERT_EQUAL(mr_reader_parse(r, in + consumed, len - consumed, (int64_t)consumed,
-                                            nl, INT64_MAX, 1, collect, &l, &c2, &nl2, &done),
+            CU_ASSERT_EQUAL(mr_reader_parse(r, in + consumed, len - consumed, (int64_t)consumed, nl,
+                                            INT64_MAX, 1, collect, &l, &c2, &nl2, &done),
                             0);
             CU_ASSERT_EQUAL(done, 1);
             CU_ASSERT(tl_equal(&full, &l, "prefix then rest"));
@@ -935,9 +937,9 @@ static void test_callback_stop(void)
     size_t consumed;
     int64_t nl;
     int done;
-    CU_ASSERT_EQUAL(mr_reader_parse(r, in, strlen(in), 0, 1, INT64_MAX, 1, collect, &l,
-                                    &consumed, &nl, &done),
-                    7);
+    CU_ASSERT_EQUAL(
+        mr_reader_parse(r, in, strlen(in), 0, 1, INT64_MAX, 1, collect, &l, &consumed, &nl, &done),
+        7);
     CU_ASSERT_EQUAL(l.n, 2);
     CU_ASSERT_EQUAL(consumed, 16);
     CU_ASSERT_EQUAL(nl, 3);
@@ -945,9 +947,8 @@ static void test_callback_stop(void)
     /* stop_offset: records whose first byte is at or after it are left alone. */
     tl_free(&l);
     tl_init(&l);
-    CU_ASSERT_EQUAL(mr_reader_parse(r, in, strlen(in), 0, 1, 9, 0, collect, &l, &consumed, &nl,
-                                    &done),
-                    0);
+    CU_ASSERT_EQUAL(
+        mr_reader_parse(r, in, strlen(in), 0, 1, 9, 0, collect, &l, &consumed, &nl, &done), 0);
     CU_ASSERT_EQUAL(l.n, 2); /* records at 0 and 8 */
     CU_ASSERT_EQUAL(consumed, 16);
     CU_ASSERT_EQUAL(done, 1);
@@ -1092,10 +1093,9 @@ static void test_parse_double(void)
         if (rc || v != good[i].v)
             fprintf(stderr, "\nmr_parse_double(\"%s\") -> rc %d, %.17g\n", good[i].s, rc, v);
     }
-    static const char *bad[] = {"",    " ",   "abc",     "nan",  "NaN",  "inf", "-inf",
-                                "Infinity", "1e999", "-1e999", "4x", "4 5", "0x10", "1e",
-                                "1e+", ".",   "-",       "+",    "5..0", "1,5", "--1",
-                                "e5",  "\n5"};
+    static const char *bad[] = {"",      " ",      "abc",  "nan", "NaN",  "inf", "-inf", "Infinity",
+                                "1e999", "-1e999", "4x",   "4 5", "0x10", "1e",  "1e+",  ".",
+                                "-",     "+",      "5..0", "1,5", "--1",  "e5",  "\n5"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         double v = 42;
         int rc = mr_parse_double(bad[i], strlen(bad[i]), &v);
@@ -1430,21 +1430,62 @@ typedef struct RealFile {
 } RealFile;
 
 static const RealFile real_files[] = {
-    {"amazon_reviews.csv", MR_FMT_CSV, ",", '"', 1,
-     {"reviewerID", "asin", "overall", "summary", "unixReviewTime"}, {-1, -1, -1, -1, -1}, 999, 0},
+    {"amazon_reviews.csv",
+     MR_FMT_CSV,
+     ",",
+     '"',
+     1,
+     {"reviewerID", "asin", "overall", "summary", "unixReviewTime"},
+     {-1, -1, -1, -1, -1},
+     999,
+     0},
     {"ml-100k/u.data", MR_FMT_DELIMITED, "\t", 0, 0, {0}, {0, 1, 2, -1, 3}, 100000, 0},
     {"ml-100k/u.item", MR_FMT_DELIMITED, "|", 0, 0, {0}, {0, 1, -1, -1, -1}, 1682, 0},
-    {"bookcrossing-39k/BX-Book-Ratings.csv", MR_FMT_DELIMITED, ";", '"', 0, {0},
-     {0, 1, 2, -1, -1}, 39268, 1},
-    {"amazon-electronics-50k/ratings_Electronics.csv", MR_FMT_CSV, ",", '"', 1,
-     {"UserId", "ItemId", "rating", NULL, "timestamp"}, {-1, -1, -1, -1, -1}, 50698, 0},
-    {"yelp-999/yelp_academic_dataset_review.json", MR_FMT_JSONL, "", 0, 0,
-     {"user_id", "business_id", "stars", "text", "date"}, {-1, -1, -1, -1, -1}, 999, 0},
-    {"amazon-fashion-5core/AMAZON_FASHION_5.json", MR_FMT_JSONL, "", 0, 0,
-     {"reviewerID", "asin", "overall", "summary", "unixReviewTime"}, {-1, -1, -1, -1, -1}, 3176,
+    {"bookcrossing-39k/BX-Book-Ratings.csv",
+     MR_FMT_DELIMITED,
+     ";",
+     '"',
+     0,
+     {0},
+     {0, 1, 2, -1, -1},
+     39268,
+     1},
+    {"amazon-electronics-50k/ratings_Electronics.csv",
+     MR_FMT_CSV,
+     ",",
+     '"',
+     1,
+     {"UserId", "ItemId", "rating", NULL, "timestamp"},
+     {-1, -1, -1, -1, -1},
+     50698,
      0},
-    {"yelp-truncated/yelp_academic_dataset_review.json", MR_FMT_JSONL, "", 0, 0,
-     {"user_id", "business_id", "stars", "text", "date"}, {-1, -1, -1, -1, -1}, 3611, 1},
+    {"yelp-999/yelp_academic_dataset_review.json",
+     MR_FMT_JSONL,
+     "",
+     0,
+     0,
+     {"user_id", "business_id", "stars", "text", "date"},
+     {-1, -1, -1, -1, -1},
+     999,
+     0},
+    {"amazon-fashion-5core/AMAZON_FASHION_5.json",
+     MR_FMT_JSONL,
+     "",
+     0,
+     0,
+     {"reviewerID", "asin", "overall", "summary", "unixReviewTime"},
+     {-1, -1, -1, -1, -1},
+     3176,
+     0},
+    {"yelp-truncated/yelp_academic_dataset_review.json",
+     MR_FMT_JSONL,
+     "",
+     0,
+     0,
+     {"user_id", "business_id", "stars", "text", "date"},
+     {-1, -1, -1, -1, -1},
+     3611,
+     1},
 };
 
 static MrReaderSpec real_spec(const RealFile *f)
@@ -1475,8 +1516,8 @@ static char *parse_real(size_t k, TList *l, size_t *len)
     CU_ASSERT_EQUAL(l->n, (size_t)f->records);
     CU_ASSERT_EQUAL(l->nbad, f->bad);
     if (rc || l->n != (size_t)f->records || l->nbad != f->bad)
-        fprintf(stderr, "\n%s: rc %d (%s), %zu records, %lld bad\n", f->rel, rc,
-                rc ? e.msg : "", l->n, (long long)l->nbad);
+        fprintf(stderr, "\n%s: rc %d (%s), %zu records, %lld bad\n", f->rel, rc, rc ? e.msg : "",
+                l->n, (long long)l->nbad);
     return buf;
 }
 
@@ -1567,7 +1608,9 @@ static void test_real_bookcrossing(void)
     CU_ASSERT(FIELD_IS(&l, 0, MR_COL_ITEM, "0739432540"));
     CU_ASSERT(FIELD_IS(&l, 0, MR_COL_RATING, "0"));
     CU_ASSERT(FIELD_IS(&l, 38356, MR_COL_USER, "54828"));
-    CU_ASSERT(FIELD_IS(&l, 38356, MR_COL_ITEM, "393\xDF" "704064"));
+    CU_ASSERT(FIELD_IS(&l, 38356, MR_COL_ITEM,
+                       "393\xDF"
+                       "704064"));
     CU_ASSERT(FIELD_IS(&l, 38356, MR_COL_RATING, "10"));
     CU_ASSERT_EQUAL(l.v[38356].line, 38357);
     CU_ASSERT(FIELD_IS(&l, 39267, MR_COL_USER, "55178"));

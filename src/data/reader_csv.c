@@ -30,8 +30,8 @@
 
 /* Format the bad_reason text. Out of line and cold: keeping the formatting out of
  * the record loop leaves the hot path its registers. */
-static __attribute__((cold, noinline, format(printf, 2, 3))) void
-set_reason(MrReader *r, const char *fmt, ...)
+static __attribute__((cold, noinline, format(printf, 2, 3))) void set_reason(MrReader *r,
+                                                                             const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -75,9 +75,10 @@ typedef struct Slot {
 
 /* sc: a scanner over [buf, buf+len) for (separator's first byte, '\n', quote), at or
  * before buf+s. */
-static inline __attribute__((always_inline)) int
-csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int at_eof,
-           MrRecord *rec, size_t *next, int64_t *nl_out, MrHdrSink *all)
+static inline __attribute__((always_inline)) int csv_record(MrReader *r, MrScan *sc,
+                                                            const char *buf, size_t len, size_t s,
+                                                            int at_eof, MrRecord *rec, size_t *next,
+                                                            int64_t *nl_out, MrHdrSink *all)
 {
     const char q = r->spec.quote;
     const char *const sep = r->spec.sep;
@@ -91,7 +92,7 @@ csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int a
     int slot = 0; /* next entry of r->need to fill */
     int anydq = 0;
     int bad = 0, bad_field = -1;
-    int par = 0; /* quotes seen in the record, mod 2, when resynchronising */
+    int par = 0;                 /* quotes seen in the record, mod 2, when resynchronising */
     int after = p == sc->resume; /* p is just after the scanner's last hit */
     sc->resume = NULL;
     int64_t nl = 0;
@@ -110,9 +111,9 @@ csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int a
                     bad = 1;
                     bad_field = k;
                     set_reason(r,
-                             "quote never closed: field %d opens a quoted value that runs to "
-                             "the end of the file",
-                             k + 1);
+                               "quote never closed: field %d opens a quoted value that runs to "
+                               "the end of the file",
+                               k + 1);
                     rec_end = end;
                     goto finish;
                 }
@@ -159,9 +160,9 @@ csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int a
                 bad = 1;
                 bad_field = k;
                 set_reason(r,
-                         "text after the closing quote of field %d (a quoted field must be "
-                         "followed by the separator or the end of the line)",
-                         k + 1);
+                           "text after the closing quote of field %d (a quoted field must be "
+                           "followed by the separator or the end of the line)",
+                           k + 1);
                 par = 0; /* every quote so far was part of a well-formed quoted field */
                 goto skip;
             }
@@ -214,9 +215,9 @@ csv_record(MrReader *r, MrScan *sc, const char *buf, size_t len, size_t s, int a
                 bad = 1;
                 bad_field = k;
                 set_reason(r,
-                         "quote character inside unquoted field %d (RFC 4180: a field that "
-                         "contains quotes must be quoted, with its quotes doubled)",
-                         k + 1);
+                           "quote character inside unquoted field %d (RFC 4180: a field that "
+                           "contains quotes must be quoted, with its quotes doubled)",
+                           k + 1);
                 p = x + 1;
                 par = 1;
                 goto skip;
@@ -283,9 +284,8 @@ finish:
     if (!bad && slot < r->nneed) {
         int want = r->need[r->nneed - 1];
         int c = field_col(r, want);
-        set_reason(r,
-                 "expected at least %d fields, found %d (data.columns.%s is field index %d)",
-                 want + 1, k + 1, mr_reader_col_key[c], want);
+        set_reason(r, "expected at least %d fields, found %d (data.columns.%s is field index %d)",
+                   want + 1, k + 1, mr_reader_col_key[c], want);
         rec->bad_reason = r->reason;
         rec->bad_col = c;
     }
@@ -334,9 +334,9 @@ static int csv_scan(MrReader *r, void *ctx, const char *buf, size_t len, size_t 
     return csv_record(r, ctx, buf, len, s, at_eof, rec, next, nl, NULL);
 }
 
-int mr_reader_csv_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset,
-                        int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
-                        void *userdata, size_t *consumed, int64_t *next_line, int *done)
+int mr_reader_csv_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset, int64_t line,
+                        int64_t stop_offset, int at_eof, MrRecordFn fn, void *userdata,
+                        size_t *consumed, int64_t *next_line, int *done)
 {
     MrScan sc;
     scan_init(&sc, r, buf, buf + len);

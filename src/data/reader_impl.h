@@ -19,20 +19,50 @@
 #include <immintrin.h>
 #define MR_VW 32
 typedef __m256i MrVec;
-static inline MrVec mr_vsplat(char c) { return _mm256_set1_epi8(c); }
-static inline MrVec mr_vload(const char *p) { return _mm256_loadu_si256((const __m256i *)p); }
-static inline MrVec mr_veq(MrVec a, MrVec b) { return _mm256_cmpeq_epi8(a, b); }
-static inline MrVec mr_vor(MrVec a, MrVec b) { return _mm256_or_si256(a, b); }
-static inline uint32_t mr_vmask(MrVec a) { return (uint32_t)_mm256_movemask_epi8(a); }
+static inline MrVec mr_vsplat(char c)
+{
+    return _mm256_set1_epi8(c);
+}
+static inline MrVec mr_vload(const char *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+static inline MrVec mr_veq(MrVec a, MrVec b)
+{
+    return _mm256_cmpeq_epi8(a, b);
+}
+static inline MrVec mr_vor(MrVec a, MrVec b)
+{
+    return _mm256_or_si256(a, b);
+}
+static inline uint32_t mr_vmask(MrVec a)
+{
+    return (uint32_t)_mm256_movemask_epi8(a);
+}
 #elif defined(__SSE2__)
 #include <emmintrin.h>
 #define MR_VW 16
 typedef __m128i MrVec;
-static inline MrVec mr_vsplat(char c) { return _mm_set1_epi8(c); }
-static inline MrVec mr_vload(const char *p) { return _mm_loadu_si128((const __m128i *)p); }
-static inline MrVec mr_veq(MrVec a, MrVec b) { return _mm_cmpeq_epi8(a, b); }
-static inline MrVec mr_vor(MrVec a, MrVec b) { return _mm_or_si128(a, b); }
-static inline uint32_t mr_vmask(MrVec a) { return (uint32_t)_mm_movemask_epi8(a); }
+static inline MrVec mr_vsplat(char c)
+{
+    return _mm_set1_epi8(c);
+}
+static inline MrVec mr_vload(const char *p)
+{
+    return _mm_loadu_si128((const __m128i *)p);
+}
+static inline MrVec mr_veq(MrVec a, MrVec b)
+{
+    return _mm_cmpeq_epi8(a, b);
+}
+static inline MrVec mr_vor(MrVec a, MrVec b)
+{
+    return _mm_or_si128(a, b);
+}
+static inline uint32_t mr_vmask(MrVec a)
+{
+    return (uint32_t)_mm_movemask_epi8(a);
+}
 #endif
 
 /* First byte in [p, end) equal to a, b or c; end when there is none. Callers that
@@ -80,7 +110,7 @@ static inline const char *mr_find2(const char *p, const char *end, char a, char 
 typedef struct MrScan {
     const char *base; /* start of the current block */
     const char *end;
-    uint64_t m; /* hits in [base, base+64) not yet passed */
+    uint64_t m;         /* hits in [base, base+64) not yet passed */
     const char *resume; /* csv: where the next record starts if the last one ended at
                          * the scanner's last hit ('\n'); NULL otherwise */
     char a, b, c;
@@ -96,8 +126,8 @@ static inline uint64_t mr_scan_block(const MrScan *s, const char *p)
     if (s->end - p >= 64) {
         for (int i = 0; i < 64; i += MR_VW) {
             MrVec x = mr_vload(p + i);
-            uint64_t k = mr_vmask(mr_vor(mr_vor(mr_veq(x, s->va), mr_veq(x, s->vb)),
-                                         mr_veq(x, s->vc)));
+            uint64_t k =
+                mr_vmask(mr_vor(mr_vor(mr_veq(x, s->va), mr_veq(x, s->vb)), mr_veq(x, s->vc)));
             m |= k << i;
         }
         return m;
@@ -170,10 +200,10 @@ static inline const char *mr_find1(const char *p, const char *end, char a)
 
 struct MrReader {
     MrReaderSpec spec;
-    int ready;                 /* columns resolved: mr_reader_parse may run */
-    int col_idx[MR_NCOLS];     /* csv/delimited: field index of each column, -1 = not configured */
-    int col_slot[MR_NCOLS];    /* csv/delimited: slot of the column in need[], -1 = none */
-    int need[MR_NCOLS];        /* csv/delimited: sorted distinct field indices the columns use */
+    int ready;              /* columns resolved: mr_reader_parse may run */
+    int col_idx[MR_NCOLS];  /* csv/delimited: field index of each column, -1 = not configured */
+    int col_slot[MR_NCOLS]; /* csv/delimited: slot of the column in need[], -1 = none */
+    int need[MR_NCOLS];     /* csv/delimited: sorted distinct field indices the columns use */
     int nneed;
     size_t name_len[MR_NCOLS]; /* jsonl: length of spec.cols[c].name, 0 = not configured */
     char *scratch;             /* unescaped field bytes of the current record */
@@ -192,7 +222,7 @@ int mr_reader_scratch(MrReader *r, size_t n);
 typedef struct MrHdrField {
     const char *p; /* raw bytes, quotes removed but "" not yet undoubled */
     size_t len;
-    int dq;        /* 1 when the field holds doubled quotes */
+    int dq; /* 1 when the field holds doubled quotes */
 } MrHdrField;
 
 typedef struct MrHdrSink {
@@ -215,9 +245,9 @@ int mr_reader_jsonl_record(MrReader *r, const char *buf, size_t len, size_t s, i
  * the new length. */
 size_t mr_reader_csv_undouble(char *out, const char *p, size_t len, char quote);
 
-int mr_reader_csv_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset,
-                        int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
-                        void *userdata, size_t *consumed, int64_t *next_line, int *done);
+int mr_reader_csv_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset, int64_t line,
+                        int64_t stop_offset, int at_eof, MrRecordFn fn, void *userdata,
+                        size_t *consumed, int64_t *next_line, int *done);
 int mr_reader_jsonl_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset,
                           int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
                           void *userdata, size_t *consumed, int64_t *next_line, int *done);

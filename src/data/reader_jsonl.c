@@ -98,7 +98,14 @@ static __attribute__((noinline)) const char *jstr_slow(JLine *L, const char *p, 
         if (x + 1 >= e)
             return unterminated(L, open);
         switch (x[1]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
             p = x + 2;
             break;
         case 'u':
@@ -305,11 +312,21 @@ static size_t junescape(char *out, const char *p, size_t len)
         char c = p[1];
         p += 2;
         switch (c) {
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
+        case 'b':
+            *o++ = '\b';
+            break;
+        case 'f':
+            *o++ = '\f';
+            break;
+        case 'n':
+            *o++ = '\n';
+            break;
+        case 'r':
+            *o++ = '\r';
+            break;
+        case 't':
+            *o++ = '\t';
+            break;
         case 'u': {
             unsigned cp = hex4(p);
             p += 4;
@@ -327,7 +344,9 @@ static size_t junescape(char *out, const char *p, size_t len)
             o += utf8_put(o, cp);
             break;
         }
-        default: *o++ = c; break; /* '"', '\\', '/' */
+        default:
+            *o++ = c;
+            break; /* '"', '\\', '/' */
         }
     }
     return (size_t)(o - out);
@@ -371,11 +390,17 @@ typedef struct JVal {
 static const char *what_value(char c)
 {
     switch (c) {
-    case '[': return "an array";
-    case '"': return "a string";
-    case 't': case 'f': return "a boolean";
-    case 'n': return "null";
-    default: return isdig(c) || c == '-' ? "a number" : NULL;
+    case '[':
+        return "an array";
+    case '"':
+        return "a string";
+    case 't':
+    case 'f':
+        return "a boolean";
+    case 'n':
+        return "null";
+    default:
+        return isdig(c) || c == '-' ? "a number" : NULL;
     }
 }
 
@@ -444,17 +469,17 @@ static inline int jsonl_record(MrReader *r, void *ctx, const char *buf, size_t l
                 p = x + 1;
             } else {
                 /* Scalars directly; containers (and errors) through the skipper. */
-                const char *x = p >= e                                ? jskip(&L, p)
-                                : *p == '-' || isdig(*p)              ? jnum(&L, p)
-                                : *p == 't'                           ? jlit(&L, p, "true")
-                                : *p == 'f'                           ? jlit(&L, p, "false")
-                                : *p == 'n'                           ? jlit(&L, p, "null")
-                                                                      : jskip(&L, p);
+                const char *x = p >= e                   ? jskip(&L, p)
+                                : *p == '-' || isdig(*p) ? jnum(&L, p)
+                                : *p == 't'              ? jlit(&L, p, "true")
+                                : *p == 'f'              ? jlit(&L, p, "false")
+                                : *p == 'n'              ? jlit(&L, p, "null")
+                                                         : jskip(&L, p);
                 if (!x)
                     goto bad;
                 val.len = (size_t)(x - p);
-                val.kind = *p == '{' || *p == '[' ? MR_VAL_OTHER
-                           : *p == 'n'            ? MR_VAL_NULL
+                val.kind = *p == '{' || *p == '['   ? MR_VAL_OTHER
+                           : *p == 'n'              ? MR_VAL_NULL
                            : *p == 't' || *p == 'f' ? MR_VAL_BOOL
                                                     : MR_VAL_NUMBER;
                 p = x;
