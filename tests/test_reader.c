@@ -329,12 +329,15 @@ static void check_all_splits(const MrReaderSpec *spec, const char *buf, size_t l
     MrErr e;
     int hrc = parse_serial(spec, buf, len, &ser, &e);
     char label[256];
+    int all_ok = 1;
     for (int P = 1; P <= 8; P++) {
         tl_init(&par);
         int rc = parse_sharded(spec, buf, len, P, (size_t)1 << (P % 4 * 3), &par);
         snprintf(label, sizeof label, "%s P=%d", what, P);
         CU_ASSERT_EQUAL(rc, hrc);
-        CU_ASSERT(tl_equal(&ser, &par, label));
+        int ok = rc == hrc && tl_equal(&ser, &par, label);
+        CU_ASSERT(ok);
+        all_ok &= ok;
         tl_free(&par);
     }
     if (len <= 400) {
@@ -345,6 +348,7 @@ static void check_all_splits(const MrReaderSpec *spec, const char *buf, size_t l
             snprintf(label, sizeof label, "%s split at %zu", what, s1);
             int ok = tl_equal(&ser, &par, label);
             CU_ASSERT(ok);
+            all_ok &= ok;
             tl_free(&par);
             if (!ok)
                 break;
@@ -360,9 +364,12 @@ static void check_all_splits(const MrReaderSpec *spec, const char *buf, size_t l
                 snprintf(label, sizeof label, "%s split at %zu,%zu", what, s1, s2);
                 ok = tl_equal(&ser, &par, label);
                 CU_ASSERT(ok);
+                all_ok &= ok;
                 tl_free(&par);
             }
     }
+    if (!all_ok)
+        dump_input(what, buf, len);
     tl_free(&ser);
 }
 
@@ -1414,6 +1421,36 @@ static void test_adversarial_all_splits(void)
     }
 }
 
+/* Random short inputs over an alphabet of every byte the grammars care about
+ * (quotes, separators, CR, LF, braces, brackets, backslash, 'u', digits), read as
+ * CSV, as headered "::" text, as JSON Lines and as unquoted ":;" text: whatever
+ * they are (mostly malformed), every split gives the serial parse, and nothing
+ * crashes (the suite also runs under ASan/UBSan). */
+static void test_random_inputs_all_splits(void)
+{
+    static const char alpha[] = "a,\"\n\r:{}[]\\u0 ;";
+    MrReaderSpec specs[4];
+    specs[0] = spec5(MR_FMT_CSV, ",", '"');
+    specs[1] = mkspec(MR_FMT_DELIMITED, "::", '"', 1);
+    col_name(&specs[1], MR_COL_USER, "a");
+    col_index(&specs[1], MR_COL_ITEM, 1);
+    specs[2] = jspec();
+    specs[3] = spec5(MR_FMT_DELIMITED, ":;", 0);
+    uint64_t st = 2026;
+    char buf[64];
+    for (int it = 0; it < 200; it++) {
+        size_t n = mr_splitmix64(st++) % 48;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = alpha[mr_splitmix64(st++) % (sizeof alpha - 1)];
+        if (it % 3 == 0 && n > 9)
+            memcpy(buf, "{\"user\":\"", 9);
+        char what[48];
+        snprintf(what, sizeof what, "random input %d", it);
+        for (int k = 0; k < 4; k++)
+            check_all_splits(&specs[k], buf, n, what);
+    }
+}
+
 /* ===========================================================================
  * The real files
  * ========================================================================= */
@@ -1728,6 +1765,7 @@ int add_suite_reader(void)
     CU_add_test(s, "shard_first_record", test_shard_first_record);
     CU_add_test(s, "generated_csv_all_splits", test_generated_csv_all_splits);
     CU_add_test(s, "adversarial_all_splits", test_adversarial_all_splits);
+    CU_add_test(s, "random_inputs_all_splits", test_random_inputs_all_splits);
     CU_add_test(s, "real_files_parallel", test_real_files_parallel);
     CU_add_test(s, "real_amazon_reviews", test_real_amazon_reviews);
     CU_add_test(s, "real_movielens", test_real_movielens);
