@@ -1438,8 +1438,8 @@ static void test_random_inputs_all_splits(void)
     specs[3] = spec5(MR_FMT_DELIMITED, ":;", 0);
     uint64_t st = 2026;
     char buf[64];
-    for (int it = 0; it < 200; it++) {
-        size_t n = mr_splitmix64(st++) % 48;
+    for (int it = 0; it < 80; it++) {
+        size_t n = mr_splitmix64(st++) % 40;
         for (size_t i = 0; i < n; i++)
             buf[i] = alpha[mr_splitmix64(st++) % (sizeof alpha - 1)];
         if (it % 3 == 0 && n > 9)
