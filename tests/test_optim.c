@@ -202,6 +202,61 @@ static void test_adam(void)
     CU_ASSERT_EQUAL(tst[4], 0.0f);
 }
 
+/* Long spans run in vector code with a scalar tail; one parameter at a time is all
+ * scalar. Both must give bitwise the same numbers (IEEE sqrt and division are
+ * correctly rounded), for Adagrad and Adam, dense and row-wise. */
+static void test_vector_equals_scalar(void)
+{
+    const MrOptName names[2] = {MR_OPT_ADAGRAD, MR_OPT_ADAM};
+    for (int a = 0; a < 2; a++) {
+        MrOptimizer o = make(names[a], 0.05, 0.1, 1e-7);
+        o.emb_lr = 0.07;
+        enum { N = 77 };
+        float w1[N], w2[N], s1[2 * N], s2[2 * N], g[N];
+        for (int i = 0; i < N; i++) {
+            w1[i] = w2[i] = 0.01f * (float)((i * 13) % 17) - 0.08f;
+            g[i] = 0.3f * (float)((i * 7) % 11) - 1.4f;
+            s1[i] = s2[i] = a ? 0.02f * (float)(i % 5) : 0.1f + 0.001f * (float)i;
+            s1[N + i] = s2[N + i] = 0.001f * (float)(i % 3);
+        }
+        for (int step = 0; step < 3; step++) {
+            mr_optim_dense_update(&o, w1, s1, g, N); /* vector spans + tail */
+            for (int i = 0; i < N; i++) {            /* scalar, one by one */
+                float st[2] = {s2[i], s2[N + i]};
+                mr_optim_dense_update(&o, &w2[i], st, &g[i], 1);
+                s2[i] = st[0];
+                s2[N + i] = st[1];
+            }
+            mr_optim_step_done(&o);
+        }
+        CU_ASSERT_EQUAL(memcmp(w1, w2, sizeof w1), 0);
+        CU_ASSERT_EQUAL(memcmp(s1, s2, sizeof s1), 0);
+        /* row-wise on rows 2 and 0 of a 3 x 40 table (vector spans of a row plus a
+         * tail) against the same elements updated one at a time */
+        float t1[120], t2[120], r1[240], r2[240];
+        for (int i = 0; i < 120; i++) {
+            t1[i] = t2[i] = 0.001f * (float)i;
+            r1[i] = r2[i] = a ? 0.01f : 0.1f;
+            r1[120 + i] = r2[120 + i] = 0.002f;
+        }
+        const int64_t rows[2] = {2, 0};
+        mr_optim_rows_update(&o, t1, r1, 3, 40, rows, g, 2);
+        for (int i = 0; i < 2; i++)
+            for (int k = 0; k < 40; k++) {
+                int64_t e = rows[i] * 40 + k;
+                float st[2] = {r2[e], r2[120 + e]};
+                const int64_t one = 0;
+                mr_optim_rows_update(&o, &t2[e], st, 1, 1, &one, &g[i * 40 + k], 1);
+                r2[e] = st[0];
+                r2[120 + e] = st[1];
+            }
+        CU_ASSERT_EQUAL(memcmp(t1, t2, sizeof t1), 0);
+        CU_ASSERT_EQUAL(memcmp(r1, r2, sizeof r1), 0);
+        for (int k = 0; k < 40; k++) /* row 1 untouched */
+            CU_ASSERT_EQUAL(t1[40 + k], 0.001f * (float)(40 + k));
+    }
+}
+
 int add_suite_optim(void)
 {
     CU_pSuite s = CU_add_suite("optim", NULL, NULL);
@@ -213,5 +268,6 @@ int add_suite_optim(void)
     CU_add_test(s, "adagrad_duplicates_summed_first", test_adagrad_duplicates_summed_first);
     CU_add_test(s, "sgd", test_sgd);
     CU_add_test(s, "adam", test_adam);
+    CU_add_test(s, "vector_equals_scalar", test_vector_equals_scalar);
     return CU_get_error() == CUE_SUCCESS ? 0 : -1;
 }

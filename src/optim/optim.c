@@ -22,6 +22,31 @@
 #include <math.h>
 #include <string.h>
 
+/* Vector sqrt. sqrtf under the default -fmath-errno keeps loops scalar (a libm
+ * fallback sets errno for negative inputs), and GCC ignores no-math-errno given as a
+ * function attribute, so the hot loops use vector extensions with the ISA's square
+ * root instruction. IEEE sqrt and division are correctly rounded in vector and
+ * scalar form alike, so the results are bitwise those of the scalar formula (the
+ * tail of each span runs the scalar code). */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define OW 16
+typedef float ovec __attribute__((vector_size(64)));
+#define OSQRT(v) ((ovec)_mm512_sqrt_ps((__m512)(v)))
+#elif defined(__AVX__)
+#include <immintrin.h>
+#define OW 8
+typedef float ovec __attribute__((vector_size(32)));
+#define OSQRT(v) ((ovec)_mm256_sqrt_ps((__m256)(v)))
+#elif defined(__SSE2__)
+#include <immintrin.h>
+#define OW 4
+typedef float ovec __attribute__((vector_size(16)));
+#define OSQRT(v) ((ovec)_mm_sqrt_ps((__m128)(v)))
+#else
+#define OW 0
+#endif
+
 void mr_optim_from_config(MrOptimizer *o, const MrConfig *c)
 {
     memset(o, 0, sizeof *o);
@@ -60,35 +85,75 @@ static float adam_alpha(const MrOptimizer *o, double lr)
     return (float)(lr * sqrt(1.0 - pow(o->beta2, t)) / (1.0 - pow(o->beta1, t)));
 }
 
+static void adagrad_span(float lr, float eps, float *w, float *acc, const float *g, size_t n)
+{
+    size_t i = 0;
+#if OW
+    for (; i + OW <= n; i += OW) {
+        ovec gv, av, wv;
+        memcpy(&gv, g + i, sizeof gv);
+        memcpy(&av, acc + i, sizeof av);
+        memcpy(&wv, w + i, sizeof wv);
+        av = av + gv * gv;
+        wv = wv - (lr * gv) / OSQRT(av + eps);
+        memcpy(acc + i, &av, sizeof av);
+        memcpy(w + i, &wv, sizeof wv);
+    }
+#endif
+    for (; i < n; i++) {
+        float a = acc[i] + g[i] * g[i];
+        acc[i] = a;
+        w[i] = w[i] - (lr * g[i]) / sqrtf(a + eps);
+    }
+}
+
+static void adam_span(float alpha, float c1, float c2, float eps, float *w, float *m, float *v,
+                      const float *g, size_t n)
+{
+    size_t i = 0;
+#if OW
+    for (; i + OW <= n; i += OW) {
+        ovec gv, mv, vv, wv;
+        memcpy(&gv, g + i, sizeof gv);
+        memcpy(&mv, m + i, sizeof mv);
+        memcpy(&vv, v + i, sizeof vv);
+        memcpy(&wv, w + i, sizeof wv);
+        mv = mv + (gv - mv) * c1;
+        vv = vv + (gv * gv - vv) * c2;
+        wv = wv - (mv * alpha) / (OSQRT(vv) + eps);
+        memcpy(m + i, &mv, sizeof mv);
+        memcpy(v + i, &vv, sizeof vv);
+        memcpy(w + i, &wv, sizeof wv);
+    }
+#endif
+    for (; i < n; i++) {
+        float mi = m[i] + (g[i] - m[i]) * c1;
+        float vi = v[i] + (g[i] * g[i] - v[i]) * c2;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = w[i] - (mi * alpha) / (sqrtf(vi) + eps);
+    }
+}
+
 /* The update of n contiguous parameters with learning rate lr (alpha: Adam's step
  * size). s0/s1: the state slots of these parameters. */
-static void update(const MrOptimizer *o, double lr_d, float alpha, float *w, float *s0, float *s1,
+static void update(const MrOptimizer *o, double lr, float alpha, float *w, float *s0, float *s1,
                    const float *g, size_t n)
 {
-    float lr = (float)lr_d, eps = (float)o->eps;
     switch (o->name) {
     case MR_OPT_ADAGRAD:
-        for (size_t i = 0; i < n; i++) {
-            float acc = s0[i] + g[i] * g[i];
-            s0[i] = acc;
-            w[i] = w[i] - (lr * g[i]) / sqrtf(acc + eps);
-        }
+        adagrad_span((float)lr, (float)o->eps, w, s0, g, n);
         break;
-    case MR_OPT_SGD:
+    case MR_OPT_SGD: {
+        float lrf = (float)lr;
         for (size_t i = 0; i < n; i++)
-            w[i] = w[i] - lr * g[i];
-        break;
-    case MR_OPT_ADAM: {
-        float c1 = (float)(1.0 - o->beta1), c2 = (float)(1.0 - o->beta2);
-        for (size_t i = 0; i < n; i++) {
-            float m = s0[i] + (g[i] - s0[i]) * c1;
-            float v = s1[i] + (g[i] * g[i] - s1[i]) * c2;
-            s0[i] = m;
-            s1[i] = v;
-            w[i] = w[i] - (m * alpha) / (sqrtf(v) + eps);
-        }
+            w[i] = w[i] - lrf * g[i];
         break;
     }
+    case MR_OPT_ADAM:
+        adam_span(alpha, (float)(1.0 - o->beta1), (float)(1.0 - o->beta2), (float)o->eps, w, s0,
+                  s1, g, n);
+        break;
     }
 }
 
