@@ -212,7 +212,9 @@ static void test_vector_equals_scalar(void)
         MrOptimizer o = make(names[a], 0.05, 0.1, 1e-7);
         o.emb_lr = 0.07;
         enum { N = 77 };
-        float w1[N], w2[N], s1[2 * N], s2[2 * N], g[N];
+        float w1[N], w2[N], s1[2 * N], s2[2 * N], g[80]; /* 80: also two rows of 40 */
+        for (int i = 77; i < 80; i++)
+            g[i] = 0.5f - 0.25f * (float)i;
         for (int i = 0; i < N; i++) {
             w1[i] = w2[i] = 0.01f * (float)((i * 13) % 17) - 0.08f;
             g[i] = 0.3f * (float)((i * 7) % 11) - 1.4f;
