@@ -442,6 +442,8 @@ static void test_float_step_retrieval(void)
     MrRetrievalOpts all = {.temperature = 0.2, .logq = 1, .remove_accidental_hits = 1,
                            .num_hard_negatives = 30};
     check_float_vs_double(MR_TASK_RETRIEVAL, &all, 1.0, 0);
+    all.num_hard_negatives = 5; /* heap threshold path */
+    check_float_vs_double(MR_TASK_RETRIEVAL, &all, 1.0, 0);
 }
 
 static void test_float_step_multitask(void)

@@ -445,6 +445,14 @@ static void test_grad_retrieval_hard_negatives(void)
     check_retrieval("hard negatives 2", o, 6, 7, 3, 0, 1.0, NULL, NULL);
     o.num_hard_negatives = 1;
     check_retrieval("hard negatives 1", o, 5, 5, 4, 0, 1.0, NULL, NULL);
+    /* n * 16 <= G: the threshold comes from the heap pass instead of quickselect */
+    o.num_hard_negatives = 3;
+    check_retrieval("hard negatives 3 of 60 (heap)", o, 6, 60, 3, 0, 1.0, NULL, NULL);
+    MrRetrievalOpts ol = {.num_hard_negatives = 2, .logq = 1, .temperature = 0.5};
+    double p[48];
+    for (int j = 0; j < 48; j++)
+        p[j] = 0.001 * (double)(j + 1);
+    check_retrieval("hard negatives 2 of 48 + logq (heap)", ol, 5, 48, 3, 0, 1.0, NULL, p);
 }
 
 /* n + 1 >= G is exactly the full loss (value and gradients). */
@@ -474,6 +482,51 @@ static void test_retrieval_hard_negatives_full(void)
     hard.num_hard_negatives = 4;
     CU_ASSERT_EQUAL(mr_mk_retrieval_loss_d(&hard, 6, 6, 3, Q, C, 0, NULL, NULL, 1, dQ1, dC1, &l1, &w, &e), 0);
     CU_ASSERT(l1 < l0);
+    mr_mk_bufs_free_d(&w);
+}
+
+/* Ties at the selection threshold: candidates 5, 9, 20, 30, 33 are identical and
+ * are the hardest negatives of the single query. With n = 2 (heap path, n*16 <= G)
+ * the copies at 5 and 9 are kept, with n = 4 (quickselect path) 5, 9, 20, 30: the
+ * lowest indices, the rest masked. Checked through the gradient rows of dCg (zero
+ * exactly for masked columns) and the loss value in closed form. */
+static void test_retrieval_hard_negative_ties(void)
+{
+    MrConfig cfg;
+    mr_config_defaults(&cfg);
+    cfg.model.embedding_dim = 2;
+    MrModelShape s;
+    MrErr e;
+    CU_ASSERT_FATAL(mr_model_shape(&s, &cfg, 10, 10, &e) == MR_OK);
+    MrkBufs_d w;
+    CU_ASSERT_FATAL(mr_mk_bufs_init_d(&w, &s, 1, 40, 1, 1, 1, &e) == MR_OK);
+    double Q[2] = {1.0, 0.0}, C[80], dQ[2], dC[80], loss;
+    const int copies[5] = {5, 9, 20, 30, 33};
+    for (int j = 0; j < 40; j++) {
+        C[2 * j] = urand(-1, 1.5); /* other negatives score below 1.5 */
+        C[2 * j + 1] = urand(-1, 1);
+    }
+    C[0] = 0.5; /* the positive's logit */
+    for (int c = 0; c < 5; c++) {
+        C[2 * copies[c]] = 2.0;
+        C[2 * copies[c] + 1] = 0.3;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        int n = pass ? 4 : 2;
+        MrRetrievalOpts o = {.num_hard_negatives = n};
+        CU_ASSERT_EQUAL(mr_mk_retrieval_loss_d(&o, 1, 40, 2, Q, C, 0, NULL, NULL, 1, dQ, dC, &loss, &w, &e), 0);
+        double want = log(exp(0.5) + n * exp(2.0)) - 0.5;
+        CU_ASSERT_DOUBLE_EQUAL(loss, want, 1e-12);
+        for (int j = 1; j < 40; j++) {
+            int kept = 0;
+            for (int c = 0; c < n; c++)
+                kept |= copies[c] == j;
+            int moved = dC[2 * j] != 0.0 || dC[2 * j + 1] != 0.0;
+            if (moved != kept)
+                fprintf(stderr, "  n=%d column %d: kept %d but gradient %g\n", n, j, kept, dC[2 * j]);
+            CU_ASSERT_EQUAL(moved, kept);
+        }
+    }
     mr_mk_bufs_free_d(&w);
 }
 
@@ -657,6 +710,7 @@ int add_suite_model_grad(void)
     CU_add_test(s, "retrieval_accidental_hits", test_grad_retrieval_accidental_hits);
     CU_add_test(s, "retrieval_hard_negatives", test_grad_retrieval_hard_negatives);
     CU_add_test(s, "retrieval_hard_negatives_full", test_retrieval_hard_negatives_full);
+    CU_add_test(s, "retrieval_hard_negative_ties", test_retrieval_hard_negative_ties);
     CU_add_test(s, "retrieval_global", test_grad_retrieval_global);
     CU_add_test(s, "retrieval_all_options", test_grad_retrieval_all);
     CU_add_test(s, "retrieval_empty", test_retrieval_empty);

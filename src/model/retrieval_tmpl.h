@@ -20,9 +20,10 @@
  *
  * So the block is read by the GEMMs and touched by exactly two row passes (max; exp
  * + sum), both vectorised in fastmath.c. Hard negatives (keep the positive plus the
- * n largest other logits, as top_k on S + Y MAX_FLOAT does) are a per-row quickselect
- * on a copy of the row; with n + 1 >= G the loss is the full loss and nothing is
- * selected. Ties at the selection threshold keep the lowest column indices first
+ * n largest other logits, as top_k on S + Y MAX_FLOAT does) find the n-th largest per
+ * row (a size-n min-heap pass when n <= G/16, else a quickselect on a copy of the
+ * row), then mask everything below it; with n + 1 >= G the loss is the full loss and
+ * nothing is selected. Ties at the selection threshold keep the lowest column indices first
  * (tf.math.top_k leaves the choice among equal values unspecified; the loss value is
  * the same either way).
  *
@@ -115,38 +116,174 @@ static R_ S_(kth_largest)(R_ *a, int64_t n, int64_t k)
     return a[k];
 }
 
-/* Keep the positive column pc and the n largest other effective logits of the row;
- * set the rest to -inf. Requires 1 <= n < G - 1. */
-static void S_(keep_hardest)(R_ *row, const R_ *lq, int64_t G, int64_t pc, int64_t n, R_ *tmp)
+/* Vectors of `real` (GCC/clang vector extensions; 16 floats or 8 doubles) for the
+ * selection passes, and the matching integer lane type of a comparison. */
+typedef R_ S_(rv) __attribute__((vector_size(64)));
+#define RVL ((int64_t)(64 / sizeof(R_)))
+#define RSPLAT(x) ((S_(rv)){0} + (R_)(x))
+typedef __typeof__(RSPLAT(0) < RSPLAT(0)) S_(rvi);
+
+/* Effective logits row[j] - lq[j] of columns j0 .. j0 + RVL. */
+#define RLOAD_EFF(v, row, lq, j0)                                                           \
+    do {                                                                                    \
+        memcpy(&(v), (row) + (j0), sizeof(v));                                              \
+        if (lq) {                                                                           \
+            S_(rv) l_;                                                                      \
+            memcpy(&l_, (lq) + (j0), sizeof l_);                                            \
+            (v) = (v) - l_;                                                                 \
+        }                                                                                   \
+    } while (0)
+
+/* Restore the min-heap property of h[0..n) below position r. */
+static void S_(heap_down)(R_ *h, int64_t n, int64_t r)
 {
-    int64_t k = 0;
-    for (int64_t j = 0; j < G; j++) {
+    for (;;) {
+        int64_t c = 2 * r + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && h[c + 1] < h[c])
+            c++;
+        if (!(h[c] < h[r]))
+            return;
+        R_ t = h[r];
+        h[r] = h[c];
+        h[c] = t;
+        r = c;
+    }
+}
+
+/* Offer column j's value to the heap of the n largest (tmp). 0 on NaN. */
+static int S_(heap_offer)(const R_ *row, const R_ *lq, int64_t j, int64_t n, R_ *tmp)
+{
+    R_ v = lq ? row[j] - lq[j] : row[j];
+    if (v != v)
+        return 0;
+    if (v > tmp[0]) {
+        tmp[0] = v;
+        S_(heap_down)(tmp, n, 0);
+    }
+    return 1;
+}
+
+/* The n-th largest effective logit of the row, excluding column pc, through a
+ * min-heap of the n largest seen so far (tmp[0..n)). After the heap fills, a vector
+ * of columns is looked at one by one only if one of its values beats the heap's
+ * minimum (or is NaN); for n << G that is rare, so the pass runs at vector speed.
+ * Returns 0 on a NaN. */
+static int S_(nth_largest_heap)(const R_ *row, const R_ *lq, int64_t G, int64_t pc, int64_t n,
+                                R_ *tmp, R_ *t)
+{
+    int64_t k = 0, j = 0;
+    for (; j < G && k < n; j++) {
         if (j == pc)
             continue;
         R_ v = lq ? row[j] - lq[j] : row[j];
         if (v != v)
-            return; /* NaN: the loss is NaN anyway; leave the row for the check upstream */
+            return 0;
         tmp[k++] = v;
     }
-    R_ t = S_(kth_largest)(tmp, k, n - 1);
-    int64_t above = 0;
-    for (int64_t j = 0; j < G; j++)
-        if (j != pc && (lq ? row[j] - lq[j] : row[j]) > t)
-            above++;
-    int64_t ties = n - above; /* how many columns equal to t are kept */
-    for (int64_t j = 0; j < G; j++) {
-        if (j == pc)
+    for (int64_t r = n / 2 - 1; r >= 0; r--)
+        S_(heap_down)(tmp, n, r);
+    for (; j < G && j % RVL; j++) /* align j to the vector width */
+        if (j != pc && !S_(heap_offer)(row, lq, j, n, tmp))
+            return 0;
+    for (; j + RVL <= G; j += RVL) {
+        S_(rv) v;
+        RLOAD_EFF(v, row, lq, j);
+        S_(rvi) hit = (v > RSPLAT(tmp[0])) | (v != v);
+        int any = 0;
+        for (int64_t l = 0; l < RVL; l++)
+            any |= hit[l] != 0;
+        if (!any)
             continue;
+        for (int64_t l = 0; l < RVL; l++)
+            if (j + l != pc && !S_(heap_offer)(row, lq, j + l, n, tmp))
+                return 0;
+    }
+    for (; j < G; j++)
+        if (j != pc && !S_(heap_offer)(row, lq, j, n, tmp))
+            return 0;
+    *t = tmp[0];
+    return 1;
+}
+
+/* row[j] = -inf where row[j] - lq[j] < t, over every column (the caller restores the
+ * positive); counts the columns equal to t and above t. */
+static void S_(mask_below)(R_ *row, const R_ *lq, int64_t G, R_ t, int64_t *n_eq, int64_t *n_gt)
+{
+    S_(rvi) eq = RSPLAT(0) != RSPLAT(0), gt = eq; /* all-zero lanes */
+    S_(rv) T = RSPLAT(t), NINF = RSPLAT(-INFINITY);
+    int64_t j = 0;
+    for (; j + RVL <= G; j += RVL) {
+        S_(rv) v, x;
+        RLOAD_EFF(v, row, lq, j);
+        memcpy(&x, row + j, sizeof x);
+        S_(rvi) lt = v < T;
+        x = (S_(rv))(((S_(rvi))x & ~lt) | ((S_(rvi))NINF & lt));
+        memcpy(row + j, &x, sizeof x);
+        eq -= v == T; /* a true lane is -1 */
+        gt -= v > T;
+    }
+    int64_t ne = 0, ng = 0;
+    for (int64_t l = 0; l < RVL; l++) {
+        ne += (int64_t)eq[l];
+        ng += (int64_t)gt[l];
+    }
+    for (; j < G; j++) {
         R_ v = lq ? row[j] - lq[j] : row[j];
-        if (v > t)
-            continue;
-        if (v == t && ties > 0) {
-            ties--;
-            continue;
+        if (v < t)
+            row[j] = (R_)-INFINITY;
+        ne += v == t;
+        ng += v > t;
+    }
+    *n_eq = ne;
+    *n_gt = ng;
+}
+
+/* Keep the positive column pc and the n largest other effective logits of the row;
+ * set the rest to -inf. Requires 1 <= n < G - 1. The threshold t (the n-th largest)
+ * comes from the heap pass when n is small against G, else from a quickselect on a
+ * copy of the row; then one vector pass masks everything below t. Columns equal to
+ * t are kept up to the quota, lowest index first (a rare scalar fix-up). */
+static void S_(keep_hardest)(R_ *row, const R_ *lq, int64_t G, int64_t pc, int64_t n, R_ *tmp)
+{
+    R_ t;
+    if (n * 16 <= G) {
+        if (!S_(nth_largest_heap)(row, lq, G, pc, n, tmp, &t))
+            return; /* NaN: the loss is NaN anyway; leave the row for the check upstream */
+    } else {
+        int64_t k = 0;
+        for (int64_t j = 0; j < G; j++) {
+            if (j == pc)
+                continue;
+            R_ v = lq ? row[j] - lq[j] : row[j];
+            if (v != v)
+                return;
+            tmp[k++] = v;
         }
-        row[j] = (R_)-INFINITY;
+        t = S_(kth_largest)(tmp, k, n - 1);
+    }
+    R_ xpc = row[pc], vpc = lq ? xpc - lq[pc] : xpc;
+    int64_t n_eq, n_gt;
+    S_(mask_below)(row, lq, G, t, &n_eq, &n_gt);
+    row[pc] = xpc; /* the positive is always kept and is not one of the negatives */
+    n_eq -= vpc == t;
+    n_gt -= vpc > t;
+    int64_t quota = n - n_gt; /* columns equal to t that stay */
+    if (n_eq > quota) {
+        for (int64_t j = 0; j < G; j++) {
+            if (j == pc || (lq ? row[j] - lq[j] : row[j]) != t)
+                continue;
+            if (quota > 0)
+                quota--;
+            else
+                row[j] = (R_)-INFINITY;
+        }
     }
 }
+#undef RLOAD_EFF
+#undef RSPLAT
+#undef RVL
 
 /* ---- the loss ---- */
 
