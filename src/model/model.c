@@ -258,6 +258,9 @@ static int check_batch(const MrModelShape *s, const MrBatchView *b, const MrMode
             return mr_err_set(e, MR_EINTERNAL, "model: example %lld: item slot %d not in [0, %lld)",
                               (long long)i, b->islot[i], (long long)b->ni);
     }
+    if (s->text && b->B > 0 && (!b->tok_off || (b->tok_off[b->B] > b->tok_off[0] && !b->tslot)))
+        return mr_err_set(e, MR_EINTERNAL, "model: the query tower has text but the batch has no "
+                                           "token lists");
     if (s->text) {
         for (int64_t i = 0; i < b->B; i++)
             if (b->tok_off[i + 1] < b->tok_off[i])

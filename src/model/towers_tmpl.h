@@ -60,8 +60,9 @@ int S_(mr_mk_bufs_init)(S_(MrkBufs) *w, const MrModelShape *s, int64_t B_cap, in
     int64_t bs = G_cap > 0 ? w->bs : 0;
 
     /* Two passes over the same list: first add up the sizes, then carve. */
-    size_t sz[64];
-    R_ **dst[64];
+    /* At most 11 fixed buffers, 6 tower inputs/outputs and 3 * MR_MAX_DENSE stacks. */
+    size_t sz[3 * MR_MAX_DENSE + 24];
+    R_ **dst[3 * MR_MAX_DENSE + 24];
     int nb = 0;
 #define WANT(ptr, count) (dst[nb] = &(ptr), sz[nb++] = (size_t)(count))
     WANT(w->Q, B_cap * s->qout);
