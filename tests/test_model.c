@@ -592,6 +592,37 @@ static void test_eval_paths(void)
     fixture_free(&x);
 }
 
+/* The deepest model the shape allows (16 query, 16 candidate and 15 + 1 rating
+ * Dense layers): the work arena carves its largest buffer list and a whole step runs
+ * (under ASan this catches any overrun of the carving). */
+static void test_max_layers_step(void)
+{
+    MrConfig c;
+    base_config(&c, MR_TASK_MULTITASK, 4);
+    c.model.query_layers.n = MR_MAX_DENSE;
+    c.model.candidate_layers.n = MR_MAX_DENSE;
+    c.model.ranking_layers.n = MR_MAX_DENSE - 1;
+    for (int l = 0; l < MR_MAX_DENSE; l++)
+        c.model.query_layers.v[l] = c.model.candidate_layers.v[l] = c.model.ranking_layers.v[l] =
+            3 + l % 3;
+    Fixture x;
+    fixture_make(&x, &c, 6, 4, 5, 1);
+    CU_ASSERT_EQUAL(x.s.nq + x.s.nc + x.s.nr, 3 * MR_MAX_DENSE);
+    MrErr e;
+    MrModel m;
+    CU_ASSERT_FATAL(mr_model_init(&m, &x.s, 5, &e) == MR_OK);
+    MrModelWork w = {0};
+    CU_ASSERT_FATAL(mr_model_work_init(&w, &x.s, 6, 6, 4, 5, 1, &e) == MR_OK);
+    MrRetrievalOpts o = {0};
+    double sse;
+    double loss = float_step(&x, &o, 1.0, 1.0, &m, &w, &sse);
+    CU_ASSERT(isfinite(loss) && loss > 0);
+    CU_ASSERT(isfinite(sse));
+    mr_model_work_free(&w);
+    mr_model_free(&m);
+    fixture_free(&x);
+}
+
 int add_suite_model(void)
 {
     CU_pSuite s = CU_add_suite("model", NULL, NULL);
@@ -606,5 +637,6 @@ int add_suite_model(void)
     CU_add_test(s, "float_step_multitask", test_float_step_multitask);
     CU_add_test(s, "duplicate_user_rows_summed", test_duplicate_user_rows_summed);
     CU_add_test(s, "eval_paths", test_eval_paths);
+    CU_add_test(s, "max_layers_step", test_max_layers_step);
     return CU_get_error() == CUE_SUCCESS ? 0 : -1;
 }
