@@ -51,5 +51,6 @@ extern const char *cli_exit_codes_help;
 
 /* Subcommand entry points. */
 int cmd_config(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@
 
 static const CliCommand commands[] = {
     {"config", "print the configuration keys, or the effective config", cmd_config},
+    {"inspect", "show and verify what a checkpoint or index file holds", cmd_inspect},
 };
 #define NCMD (sizeof commands / sizeof commands[0])
 
