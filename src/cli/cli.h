@@ -60,5 +60,6 @@ int cmd_data(int argc, char **argv);
 struct MrDataSummary;
 /* Log the ingestion summary lines (rank 0 prints them). */
 void cli_print_data_summary(const struct MrDataSummary *s);
+int cmd_inspect(int argc, char **argv);
 
 #endif

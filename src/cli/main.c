@@ -13,6 +13,7 @@ static const CliCommand commands[] = {
     {"gen", "write a synthetic interaction file with planted structure", cmd_gen},
     {"data", "ingest, split and build vocabularies only; report what was read", cmd_data},
     {"config", "print the configuration keys, or the effective config", cmd_config},
+    {"inspect", "show and verify what a checkpoint or index file holds", cmd_inspect},
 };
 #define NCMD (sizeof commands / sizeof commands[0])
 
