@@ -484,6 +484,101 @@ static void test_ivf_all_lists_exact(void)
     free(Q);
 }
 
+/* The probing rule of docs/index.md, checked from the index's public fields: a
+ * query probes the nprobe lists with the largest (M/|q|) q.c + bias, and gets the
+ * exact top k of the items in those lists (exclusions honoured). The reference
+ * ranks lists in double precision and skips queries whose nprobe-th and next
+ * list are too close to call; integer vectors make the item scores exact. */
+static void test_ivf_probe_rule(void)
+{
+    int64_t n = 4000, nq = 120;
+    int d = 10, k = 8;
+    float *X = int_vectors(n, d, 6, 65), *Q = int_vectors(nq, d, 4, 66);
+    MrIndexParams p = params(MR_INDEX_IVF);
+    p.nlist = 50;
+    p.nprobe = 7;
+    MrIndex ix;
+    MrErr e;
+    CU_ASSERT_EQUAL_FATAL(mr_index_build(&ix, &p, X, n, d, NULL, NULL, Q, 10, k, &e), MR_OK);
+    int64_t off[121], exl[120];
+    for (int q = 0; q <= nq; q++)
+        off[q] = q;
+    for (int q = 0; q < nq; q++)
+        exl[q] = (q * 31) % n;
+    MrExclusions excl = {off, exl};
+    int64_t *it = malloc((size_t)(nq * k) * 8);
+    float *sc = malloc((size_t)(nq * k) * 4);
+    CU_ASSERT_EQUAL(mr_index_search(&ix, Q, nq, k, 0, &excl, it, sc, &e), MR_OK);
+    int64_t *list_of = malloc((size_t)n * 8);
+    for (int64_t l = 0; l < ix.nlist; l++)
+        for (int64_t pos = ix.list_off[l]; pos < ix.list_off[l + 1]; pos++)
+            list_of[ix.list_items[pos]] = l;
+    double ps[50];
+    int64_t checked = 0, bad = 0;
+    for (int64_t q = 0; q < nq; q++) {
+        const float *qq = Q + q * d;
+        double qn = 0;
+        for (int t = 0; t < d; t++)
+            qn += (double)qq[t] * qq[t];
+        double alpha = ix.aug_norm / sqrt(qn);
+        for (int64_t l = 0; l < ix.nlist; l++) {
+            double dot = 0;
+            for (int t = 0; t < d; t++)
+                dot += (double)qq[t] * ix.centroids[l * d + t];
+            ps[l] = alpha * dot + ix.probe_bias[l];
+        }
+        /* the 7th and 8th best probe scores */
+        double sorted[50];
+        memcpy(sorted, ps, sizeof sorted);
+        for (int a = 0; a < 8; a++)
+            for (int b = a + 1; b < 50; b++)
+                if (sorted[b] > sorted[a]) {
+                    double t = sorted[a];
+                    sorted[a] = sorted[b];
+                    sorted[b] = t;
+                }
+        if (sorted[6] - sorted[7] < 1e-3 * (1 + fabs(sorted[6])))
+            continue;
+        checked++;
+        /* reference: exact top k over the items of lists scoring >= the 7th */
+        int64_t rit[8];
+        double rsc[8];
+        int m = 0;
+        for (int64_t i = 0; i < n; i++) {
+            if (ps[list_of[i]] < sorted[6] || i == exl[q])
+                continue;
+            double v = 0;
+            for (int t = 0; t < d; t++)
+                v += (double)qq[t] * X[i * d + t];
+            if (m == k && !(v > rsc[k - 1]))
+                continue;
+            int pos = m < k ? m : k - 1;
+            while (pos > 0 && v > rsc[pos - 1]) {
+                rsc[pos] = rsc[pos - 1];
+                rit[pos] = rit[pos - 1];
+                pos--;
+            }
+            rsc[pos] = v;
+            rit[pos] = i;
+            if (m < k)
+                m++;
+        }
+        for (int j = m; j < k; j++) {
+            rit[j] = -1;
+            rsc[j] = -INFINITY;
+        }
+        bad += mismatches(it + q * k, sc + q * k, rit, rsc, k) != 0;
+    }
+    CU_ASSERT(checked >= nq * 3 / 4);
+    CU_ASSERT_EQUAL(bad, 0);
+    free(list_of);
+    free(it);
+    free(sc);
+    mr_index_free(&ix);
+    free(X);
+    free(Q);
+}
+
 /* Planted clusters with varied norms and norm-heavy items; the default settings
  * (nlist ~ 4 sqrt(n), nprobe chosen for recall 0.95 on a build sample) reach recall@10
  * >= 0.95 on held-out queries, and every held-out query whose exact top-1 is a
@@ -1117,6 +1212,7 @@ int add_suite_index(void)
     CU_add_test(s, "exact_exclusions", test_exact_exclusions);
     CU_add_test(s, "threads_deterministic", test_threads_deterministic);
     CU_add_test(s, "ivf_all_lists_exact", test_ivf_all_lists_exact);
+    CU_add_test(s, "ivf_probe_rule", test_ivf_probe_rule);
     CU_add_test(s, "ivf_planted", test_ivf_planted);
     CU_add_test(s, "ivf_quantized_codes", test_ivf_quantized_codes);
     CU_add_test(s, "find_item", test_find_item);

@@ -18,11 +18,14 @@
  * point farthest from its centroid. Every random choice is a counter-based hash
  * of (seed, tag, counter) (include/mpirec/hash.h), so builds are reproducible.
  *
- * Search: for a block of queries one sgemm scores all centroids; then, one query
- * per thread at a time, the nprobe best lists are scanned with a blocked kernel:
- * lists are stored in blocks of 16 items laid out dimension-major, so the 16
- * lanes of a vector register each accumulate one item's dot product in the fixed
- * order t = 0 .. D-1 (no reassociation, identical to ix_dot's scalar order).
+ * Search: for a block of queries one sgemm scores all centroids; each thread takes
+ * a share of the block, picks every query's nprobe lists, and then scans
+ * list-major: each 16-item block of a list is loaded once and scored for every
+ * query of the share that probes that list. Per query the scan would be bound by
+ * memory (each list block used once); list-major it runs from cache. Lists are
+ * stored in blocks of 16 items laid out dimension-major, so the 16 lanes of a
+ * vector register each accumulate one item's dot product in the fixed order
+ * t = 0 .. D-1 (no reassociation, identical to ix_dot's scalar order).
  * Quantized: codes of the residual x - c~ with a per-dimension affine scale; the
  * approximate score is q.c~ + q.offset + sum_t (q_t scale_t) code_t (q.c~ comes
  * from the same centroid sgemm), the best `rescore` are rescored with the float
@@ -96,23 +99,37 @@ typedef struct AssignCtx {
     float *dist;      /* [pb] |c|^2 - 2 x.c of it (|x'|^2 = M^2 left out) */
 } AssignCtx;
 
+/* min over j of cn[j] - 2 s[j], and the first j reaching it. 2 s is exact, so
+ * cn - 2 s is one rounding whether computed fused (SIMD) or not (scalar); and the
+ * minimum of a set does not depend on the order it is taken in: the SIMD pass
+ * and the first-match pass agree exactly with a plain scalar loop (ties: lower j). */
+static int64_t argmin_dist(const float *cn, const float *s, int64_t L, float *best)
+{
+    int64_t j = 0;
+    float m = INFINITY;
+#if defined(__AVX512F__)
+    __m512 vm = _mm512_set1_ps(INFINITY), two = _mm512_set1_ps(2.0f);
+    for (; j + 16 <= L; j += 16)
+        vm = _mm512_min_ps(vm, _mm512_fnmadd_ps(two, _mm512_loadu_ps(s + j),
+                                                 _mm512_loadu_ps(cn + j)));
+    m = _mm512_reduce_min_ps(vm);
+#endif
+    for (; j < L; j++) {
+        float v = cn[j] - 2.0f * s[j];
+        m = v < m ? v : m;
+    }
+    *best = m;
+    for (j = 0; j < L; j++)
+        if (cn[j] - 2.0f * s[j] == m)
+            return j;
+    return 0;
+}
+
 static void assign_rows(void *arg, int tid, int nth)
 {
     AssignCtx *c = arg;
-    for (int64_t r = c->pb * tid / nth; r < c->pb * (tid + 1) / nth; r++) {
-        const float *s = c->S + r * c->L;
-        float best = INFINITY;
-        int64_t bj = 0;
-        for (int64_t j = 0; j < c->L; j++) {
-            float v = c->cn[j] - 2.0f * s[j];
-            if (v < best) { /* strict: ties keep the lower centroid */
-                best = v;
-                bj = j;
-            }
-        }
-        c->a[r] = bj;
-        c->dist[r] = best;
-    }
+    for (int64_t r = c->pb * tid / nth; r < c->pb * (tid + 1) / nth; r++)
+        c->a[r] = argmin_dist(c->cn, c->S + r * c->L, c->L, &c->dist[r]);
 }
 
 /* Assign m augmented points (rows of X [m x Da], or, when X is NULL, the items
@@ -593,15 +610,22 @@ static inline void kern_u8(const float *qs, const uint8_t *blk, int d, float bas
 #endif
 }
 
+/* Per-thread buffers of the search; qmax = the most queries one thread takes from
+ * a block. */
 typedef struct IvfScratch {
-    float *ps;      /* [L] probe scores */
-    float *hs;      /* heap scores [max(cap, nprobe, k)] */
-    int64_t *hi;    /* heap items */
-    float *fs;      /* final heap (quantized) [k] */
+    float *ps;       /* [L] probe scores of one query */
+    uint32_t *key;   /* [L] sortable keys of the probe scores */
+    int64_t *probe;  /* [qmax x nprobe] lists each query probes (list order) */
+    int64_t *nprb;   /* [qmax] how many */
+    IxHeap *heaps;   /* [qmax] candidate heaps (k, or rescore when quantized) */
+    float *hs;       /* [qmax x cap] */
+    int64_t *hi;     /* [qmax x cap] */
+    float *fs;       /* [k] final heap of the rescoring */
     int64_t *fi;
-    int64_t *probe; /* [nprobe] lists, best first */
-    float *pscore;  /* [nprobe] */
-    float *qs;      /* [D] */
+    float *qs;       /* [qmax x D] q * code_scale (quantized) */
+    float *qoff;     /* [qmax] q . code_offset (quantized) */
+    int64_t *icnt;   /* [L + 1] inverted: offsets of each list's queries */
+    int64_t *iq;     /* [qmax x nprobe] inverted: queries by list */
 } IvfScratch;
 
 typedef struct IvfCtx {
@@ -627,75 +651,184 @@ static inline void offer(IxHeap *h, float v, int64_t it, const IxExcl *ex, int64
     }
 }
 
-static void search_one(const IvfCtx *c, IvfScratch *w, int64_t r)
+/* Order-preserving map of a float to 32 bits (larger float -> larger key); NaN
+ * maps below everything, like a score that can never be chosen first. */
+static inline uint32_t fkey(float f)
 {
-    const MrIndex *ix = c->ix;
-    int d = ix->d;
-    const float *q = c->Q + r * d;
-    int64_t qg = c->q0 + r;
-    const float *srow = c->S + r * ix->nlist;
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if (f != f)
+        return 0;
+    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
 
-    probe_scores(ix, q, srow, w->ps);
-    IxHeap ph = {w->hs, w->hi, 0, c->nprobe};
-    for (int64_t j = 0; j < ix->nlist; j++)
-        ix_heap_push(&ph, w->ps[j], j);
-    int64_t np = ph.n;
-    ix_heap_drain(&ph, w->probe, w->pscore, (int)np);
-
-    IxHeap h = {w->hs, w->hi, 0, c->cap};
-    float qoff = 0;
-    if (ix->p.quantize) {
-        for (int t = 0; t < d; t++) {
-            w->qs[t] = q[t] * ix->code_scale[t];
-            qoff = IX_MADD(q[t], ix->code_offset[t], qoff);
+/* Indices of the m largest of s[0 .. L) (ties: lower index), in index order, by a
+ * most-significant-byte-first radix select on the keys: each pass histograms one
+ * byte of the candidates still tied with the threshold, so the cost is a few
+ * linear passes instead of the ~m log(L/m) heap operations a heap would need (the
+ * heap was half of the ivf search time at nprobe in the hundreds). */
+static int64_t select_top(const float *s, int64_t L, int64_t m, uint32_t *key, int64_t *out)
+{
+    if (m >= L) {
+        for (int64_t j = 0; j < L; j++)
+            out[j] = j;
+        return L;
+    }
+    for (int64_t j = 0; j < L; j++)
+        key[j] = fkey(s[j]);
+    uint32_t prefix = 0, mask = 0;
+    int64_t need = m; /* how many still to take among keys matching prefix under mask */
+    int shift = 24, exact = 0;
+    for (; shift >= 0; shift -= 8) {
+        int64_t cnt[256] = {0};
+        for (int64_t j = 0; j < L; j++)
+            if ((key[j] & mask) == prefix)
+                cnt[(key[j] >> shift) & 0xff]++;
+        int b = 255;
+        while (cnt[b] < need) {
+            need -= cnt[b];
+            b--;
+        }
+        prefix |= (uint32_t)b << shift;
+        mask |= 0xffu << shift;
+        if (cnt[b] == need) { /* the whole bucket is in: no need to split it */
+            exact = 1;
+            break;
         }
     }
+    int64_t n = 0;
+    if (exact) {
+        /* keys whose bits above `shift` reach the prefix's are exactly the top m */
+        for (int64_t j = 0; j < L; j++)
+            if ((key[j] >> shift) >= (prefix >> shift))
+                out[n++] = j;
+        return n;
+    }
+    /* all 32 bits fixed: key == prefix is the threshold; take `need` of those,
+     * lowest indices first */
+    for (int64_t j = 0; j < L; j++) {
+        if (key[j] > prefix)
+            out[n++] = j;
+        else if (key[j] == prefix && need > 0) {
+            out[n++] = j;
+            need--;
+        }
+    }
+    return n;
+}
+
+/* The lists query r probes: the nprobe best probe scores (ties: lower list). */
+static void select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe,
+                          int64_t *np)
+{
+    const MrIndex *ix = c->ix;
+    probe_scores(ix, c->Q + r * ix->d, c->S + r * ix->nlist, w->ps);
+    *np = select_top(w->ps, ix->nlist, c->nprobe, w->key, probe);
+}
+
+/* One thread's share of a query block, scanned list-major: each block of a list
+ * is loaded once and scored for every query of the share that probes the list,
+ * so list data is read from cache instead of memory once per query. Scores and
+ * the heaps' full (score, item) order make the result independent of the scan
+ * order and of how queries are shared out. */
+static void search_share(void *arg, int tid, int nth)
+{
+    IvfCtx *c = arg;
+    IvfScratch *w = &c->scr[tid];
+    const MrIndex *ix = c->ix;
+    int d = ix->d;
+    int64_t L = ix->nlist, lo = c->qb * tid / nth, hi = c->qb * (tid + 1) / nth, m = hi - lo;
+    if (m <= 0)
+        return;
+    for (int64_t j = 0; j <= L; j++)
+        w->icnt[j] = 0;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t a = r - lo;
+        select_probes(c, w, r, w->probe + a * c->nprobe, &w->nprb[a]);
+        for (int64_t p = 0; p < w->nprb[a]; p++)
+            w->icnt[w->probe[a * c->nprobe + p] + 1]++;
+        w->heaps[a] = (IxHeap){w->hs + a * c->cap, w->hi + a * c->cap, 0, c->cap};
+        if (ix->p.quantize) {
+            const float *q = c->Q + r * d;
+            float qoff = 0;
+            for (int t = 0; t < d; t++) {
+                w->qs[a * d + t] = q[t] * ix->code_scale[t];
+                qoff = IX_MADD(q[t], ix->code_offset[t], qoff);
+            }
+            w->qoff[a] = qoff;
+        }
+    }
+    for (int64_t j = 0; j < L; j++)
+        w->icnt[j + 1] += w->icnt[j];
+    for (int64_t a = 0; a < m; a++)
+        for (int64_t p = 0; p < w->nprb[a]; p++)
+            w->iq[w->icnt[w->probe[a * c->nprobe + p]]++] = a;
+    /* icnt[l] now ends list l's run: list l's queries are iq[icnt[l-1] .. icnt[l]) */
     float sc[IX_LANES];
-    for (int64_t pi = 0; pi < np; pi++) {
-        int64_t l = w->probe[pi];
+    for (int64_t l = 0; l < L; l++) {
+        int64_t e0 = l ? w->icnt[l - 1] : 0, e1 = w->icnt[l];
+        if (e0 == e1)
+            continue;
         int64_t p0 = ix->list_off[l], p1 = ix->list_off[l + 1];
-        float base = srow[l] + qoff;
         for (int64_t b = ix->list_blk[l]; b < ix->list_blk[l + 1]; b++) {
-            if (ix->p.quantize)
-                kern_u8(w->qs, ix->codes + (size_t)b * (size_t)d * IX_LANES, d, base, sc);
-            else
-                kern_f32(q, ix->list_emb + (size_t)b * (size_t)d * IX_LANES, d, sc);
             int64_t pos = p0 + (b - ix->list_blk[l]) * IX_LANES;
             int valid = p1 - pos < IX_LANES ? (int)(p1 - pos) : IX_LANES;
-            float thr = ix_heap_thr(&h);
-            /* padding lanes are cut off by the mask, whatever they score */
-            unsigned m = ix_mask16_ge(sc, thr) & ((1u << valid) - 1u);
-            while (m) {
-                int t = __builtin_ctz(m);
-                m &= m - 1;
-                if (sc[t] >= thr) {
-                    offer(&h, sc[t], ix->list_items[pos + t], c->ex, qg);
-                    thr = ix_heap_thr(&h);
+            unsigned vmask = (1u << valid) - 1u; /* padding lanes never count */
+            const size_t off = (size_t)b * (size_t)d * IX_LANES;
+            for (int64_t j = e0; j < e1; j++) {
+                int64_t a = w->iq[j], qg = c->q0 + lo + a;
+                IxHeap *h = &w->heaps[a];
+                if (ix->p.quantize)
+                    kern_u8(w->qs + a * d, ix->codes + off, d,
+                            c->S[(lo + a) * L + l] + w->qoff[a], sc);
+                else
+                    kern_f32(c->Q + (lo + a) * d, ix->list_emb + off, d, sc);
+                float thr = ix_heap_thr(h);
+                unsigned msk = ix_mask16_ge(sc, thr) & vmask;
+                while (msk) {
+                    int t = __builtin_ctz(msk);
+                    msk &= msk - 1;
+                    if (sc[t] >= thr) {
+                        offer(h, sc[t], ix->list_items[pos + t], c->ex, qg);
+                        thr = ix_heap_thr(h);
+                    }
                 }
             }
         }
     }
-    int64_t *oi = c->out_items + qg * c->k;
-    float *os = c->out_scores + qg * c->k;
-    if (!ix->p.quantize) {
-        ix_heap_drain(&h, oi, os, c->k);
-        return;
+    for (int64_t a = 0; a < m; a++) {
+        int64_t qg = c->q0 + lo + a;
+        int64_t *oi = c->out_items + qg * c->k;
+        float *os = c->out_scores + qg * c->k;
+        IxHeap *h = &w->heaps[a];
+        if (!ix->p.quantize) {
+            ix_heap_drain(h, oi, os, c->k);
+            continue;
+        }
+        /* Rescore the best approximate candidates with the float rows. */
+        const float *q = c->Q + (lo + a) * d;
+        IxHeap f = {w->fs, w->fi, 0, c->kk};
+        for (int64_t j = 0; j < h->n; j++)
+            ix_heap_push(&f, ix_dot(q, ix->emb + h->i[j] * d, d), h->i[j]);
+        ix_heap_drain(&f, oi, os, c->k);
     }
-    /* Rescore the best approximate candidates with the float rows. */
-    IxHeap f = {w->fs, w->fi, 0, c->kk};
-    for (int64_t j = 0; j < h.n; j++) {
-        int64_t it = h.i[j];
-        ix_heap_push(&f, ix_dot(q, ix->emb + it * d, d), it);
-    }
-    h.n = 0;
-    ix_heap_drain(&f, oi, os, c->k);
 }
 
-static void search_rows(void *arg, int tid, int nth)
+static void scratch_free(IvfScratch *w)
 {
-    IvfCtx *c = arg;
-    for (int64_t r = c->qb * tid / nth; r < c->qb * (tid + 1) / nth; r++)
-        search_one(c, &c->scr[tid], r);
+    free(w->ps);
+    free(w->key);
+    free(w->probe);
+    free(w->nprb);
+    free(w->heaps);
+    free(w->hs);
+    free(w->hi);
+    free(w->fs);
+    free(w->fi);
+    free(w->qs);
+    free(w->qoff);
+    free(w->icnt);
+    free(w->iq);
 }
 
 int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t nprobe,
@@ -714,9 +847,20 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         cap = ix->p.rescore > 0 ? ix->p.rescore : 10 * kk;
         cap = cap < kk ? kk : cap > n ? n : cap;
     }
+    /* Query block: big enough that a list is probed by many queries of a thread's
+     * share (reuse), small enough that the centroid scores stay ~16 MiB. */
+    int64_t qbmax = ((int64_t)1 << 22) / L;
+    qbmax = qbmax < 64 ? 64 : qbmax > 1024 ? 1024 : qbmax;
+    if (qbmax > nq)
+        qbmax = nq;
     int nth = nq > 1 ? nthreads : 1;
-    int64_t hcap = cap > nprobe ? cap : nprobe;
-    float *S = malloc((size_t)((nq < QB ? nq : QB) * L) * sizeof *S);
+    if (nth > qbmax)
+        nth = (int)qbmax;
+    IxTeam team;
+    ix_team_start(&team, nth);
+    nth = team.n; /* fewer if a helper could not start: shares are sized from this */
+    int64_t qmax = (qbmax + nth - 1) / nth;
+    float *S = malloc((size_t)(qbmax * L) * sizeof *S);
     IvfScratch *scr = calloc((size_t)nth, sizeof *scr);
     int rc = MR_OK;
     if (!S || !scr) {
@@ -726,42 +870,36 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
     for (int t = 0; t < nth; t++) {
         IvfScratch *w = &scr[t];
         w->ps = malloc((size_t)L * sizeof *w->ps);
-        w->hs = malloc((size_t)hcap * sizeof *w->hs);
-        w->hi = malloc((size_t)hcap * sizeof *w->hi);
-        w->fs = malloc((size_t)(kk > 0 ? kk : 1) * sizeof *w->fs);
-        w->fi = malloc((size_t)(kk > 0 ? kk : 1) * sizeof *w->fi);
-        w->probe = malloc((size_t)nprobe * sizeof *w->probe);
-        w->pscore = malloc((size_t)nprobe * sizeof *w->pscore);
-        w->qs = malloc((size_t)d * sizeof *w->qs);
-        if (!w->ps || !w->hs || !w->hi || !w->fs || !w->fi || !w->probe || !w->pscore ||
-            !w->qs) {
+        w->key = malloc((size_t)L * sizeof *w->key);
+        w->probe = malloc((size_t)(qmax * nprobe) * sizeof *w->probe);
+        w->nprb = malloc((size_t)qmax * sizeof *w->nprb);
+        w->heaps = malloc((size_t)qmax * sizeof *w->heaps);
+        w->hs = malloc((size_t)(qmax * cap) * sizeof *w->hs);
+        w->hi = malloc((size_t)(qmax * cap) * sizeof *w->hi);
+        w->fs = malloc((size_t)kk * sizeof *w->fs);
+        w->fi = malloc((size_t)kk * sizeof *w->fi);
+        w->qs = malloc((size_t)(qmax * d) * sizeof *w->qs);
+        w->qoff = malloc((size_t)qmax * sizeof *w->qoff);
+        w->icnt = malloc((size_t)(L + 1) * sizeof *w->icnt);
+        w->iq = malloc((size_t)(qmax * nprobe) * sizeof *w->iq);
+        if (!w->ps || !w->key || !w->probe || !w->nprb || !w->heaps || !w->hs || !w->hi ||
+            !w->fs || !w->fi || !w->qs || !w->qoff || !w->icnt || !w->iq) {
             rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
             goto out;
         }
     }
-    IxTeam team;
-    ix_team_start(&team, nth);
-    /* scratch exists for nth threads; a smaller team only uses fewer of them */
-    for (int64_t q0 = 0; q0 < nq; q0 += QB) {
-        int64_t qb = nq - q0 < QB ? nq - q0 : QB;
+    for (int64_t q0 = 0; q0 < nq; q0 += qbmax) {
+        int64_t qb = nq - q0 < qbmax ? nq - q0 : qbmax;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)qb, (int)L, d, 1.0f,
                     Q + q0 * d, d, ix->centroids, d, 0.0f, S, (int)L);
         IvfCtx c = {ix, Q + q0 * d, S, q0, qb, nprobe, k, kk, cap, ex, out_items, out_scores, scr};
-        ix_team_run(&team, search_rows, &c);
+        ix_team_run(&team, search_share, &c);
     }
-    ix_team_stop(&team);
 out:
+    ix_team_stop(&team);
     if (scr)
-        for (int t = 0; t < nth; t++) {
-            free(scr[t].ps);
-            free(scr[t].hs);
-            free(scr[t].hi);
-            free(scr[t].fs);
-            free(scr[t].fi);
-            free(scr[t].probe);
-            free(scr[t].pscore);
-            free(scr[t].qs);
-        }
+        for (int t = 0; t < nth; t++)
+            scratch_free(&scr[t]);
     free(scr);
     free(S);
     return rc;
