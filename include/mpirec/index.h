@@ -8,13 +8,19 @@
  * exact: blocked sgemm (query block x corpus block) with a per-query top-k heap;
  * ties broken by the lower item index, so results are deterministic.
  * ivf:   k-means partitions (seeded k-means++ init) of the corpus, built for MIPS
- *        (the method is documented in docs/index.md); a query scores the centroids,
- *        probes the nprobe best partitions and returns the exact top k among their
- *        items; optionally int8 scalar-quantised codes are scored first and the best
- *        `rescore` candidates rescored exactly.
+ *        by the norm-augmentation reduction of MIPS to L2 nearest neighbours
+ *        (item x -> [x, sqrt(M^2 - |x|^2)], query q -> [M q/|q|, 0]; why this is
+ *        correct is in docs/index.md); a query scores the centroids, probes the
+ *        nprobe best partitions and returns the exact top k among their items;
+ *        optionally 8-bit scalar-quantised codes of the residuals (item minus its
+ *        centroid) are scored first and the best `rescore` candidates rescored
+ *        exactly.
  *
- * Threads: whatever OpenBLAS uses (OPENBLAS_NUM_THREADS); the heap work of a query
- * block may run on the same number of threads.
+ * Scores returned by ivf come from a fixed-order fused multiply-add dot product,
+ * those of exact from sgemm: the two can differ in the last bits.
+ *
+ * Threads: whatever OpenBLAS uses (OPENBLAS_NUM_THREADS, openblas_get_num_threads());
+ * the heap work of a query block runs on the same number of threads of our own.
  */
 #ifndef MPIREC_INDEX_H
 #define MPIREC_INDEX_H
@@ -27,6 +33,7 @@
 
 #define MR_INDEX_MAGIC "MPIREC-INDEX"
 #define MR_INDEX_VERSION 1
+#define MR_INDEX_LANES 16 /* items per block of the ivf search layout */
 
 typedef struct MrIndexParams {
     MrIndexKind kind;
@@ -41,8 +48,8 @@ typedef struct MrIndexParams {
 
 /* Self-measurement written into the file. */
 typedef struct MrIndexStats {
-    int k;
-    int64_t queries;        /* sample size */
+    int k;                  /* k of the measurement (clamped to the item count) */
+    int64_t queries;        /* sample size (0: nothing measured, recall = -1, qps = 0) */
     double recall;          /* recall@k of the ivf search vs exact (1 for exact) */
     double qps_exact;       /* queries per second, exact search, batch of all sample queries */
     double qps;             /* queries per second of this index's search */
@@ -58,14 +65,25 @@ typedef struct MrIndex {
     /* item id strings: item k is ids[ids_off[k] .. ids_off[k+1]) */
     char *ids;
     int64_t *ids_off;       /* [n + 1] */
-    /* ivf */
+    /* ivf (all NULL / 0 for exact) */
     int64_t nlist;
-    float *centroids;       /* [nlist x d] */
+    float aug_norm;         /* M = max item norm, the radius of the MIPS -> L2 reduction */
+    float *centroids;       /* [nlist x d] first d coordinates of the augmented centroids */
+    float *probe_bias;      /* [nlist] -|c_aug|^2 / 2 (the augmented centroid's full norm) */
     int64_t *list_off;      /* [nlist + 1] */
-    int64_t *list_items;    /* [n] item indices grouped by list */
-    float *list_emb;        /* [n x d] embeddings in list order (locality) */
-    int8_t *codes;          /* [n x d] int8 codes in list order (quantize) */
-    float *code_scale;      /* [d] per-dimension scale (quantize) */
+    int64_t *list_items;    /* [n] item indices grouped by list, increasing within a list */
+    /* Search layout (derived at build/load, not stored): list l's items fill blocks
+     * list_blk[l] .. list_blk[l+1] of MR_INDEX_LANES items, each block stored
+     * dimension-major ([d][MR_INDEX_LANES]) so a SIMD lane scores one item; padding
+     * lanes are zero. */
+    int64_t *list_blk;      /* [nlist + 1] */
+    int64_t nblk;           /* total blocks */
+    float *list_emb;        /* [nblk x d x LANES] embeddings (NULL when quantized) */
+    uint8_t *codes;         /* [nblk x d x LANES] 8-bit codes of residuals x - centroid (quantize) */
+    float *code_scale;      /* [d] residual_t ~ code_offset[t] + code_scale[t] * code (quantize) */
+    float *code_offset;     /* [d] (quantize) */
+    /* ids lookup: item indices in id byte order, or NULL when ids are already sorted */
+    int64_t *id_order;      /* [n] */
     /* provenance */
     uint64_t model_hash;    /* mr_config_model_hash of the model it came from */
     char source[512];       /* checkpoint path it was built from */

@@ -1,0 +1,401 @@
+/* bench_index.c — queries per second of the candidate index: exact search, and
+ * IVF search at the smallest nprobe reaching given recall@k targets.
+ *
+ * A synthetic corpus stands in for trained item embeddings: `clusters` random
+ * unit directions, items scattered around them (per-dimension noise `noise`) with
+ * log-normal norms (sigma 0.5, so norms vary about 7x between the 1st and 99th
+ * percentile), queries drawn around the same directions. Ground truth is the
+ * exact top k of every query (our exact search, spot-checked here against a
+ * double-precision loop).
+ *
+ * For each thread count (openblas_set_num_threads, which is what
+ * OPENBLAS_NUM_THREADS sets, and the index sizes its own team from it):
+ *   exact: batch search of the queries, `repeats` times -> median QPS;
+ *   ivf:   nprobe swept upwards (then bisected) until each target recall is
+ *          reached, the recall measured over all queries; the smallest nprobe
+ *          per target is timed `repeats` times -> median QPS.
+ * With --dir the vectors and ground truth are written as .npy files, so that
+ * tools/bench_faiss.py runs FAISS on exactly the same data
+ * (tools/bench_index.sh drives both). Output: a table on stderr and one JSON
+ * object per measurement on stdout.
+ *
+ * Not a test: it asserts nothing beyond the spot check, and it is slow (minutes at
+ * 1M items).
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "mpirec/config.h"
+#include "mpirec/hash.h"
+#include "mpirec/index.h"
+
+typedef struct Opts {
+    int64_t items, queries, exact_queries, nlist;
+    int dim, k, repeats, clusters, quantize;
+    double noise, qnoise;
+    uint64_t seed;
+    char threads[64], targets[64];
+    const char *dir;
+} Opts;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double gauss(uint64_t seed, uint64_t i)
+{
+    double u1 = mr_hash_unit(mr_mix(seed, 2 * i)), u2 = mr_hash_unit(mr_mix(seed, 2 * i + 1));
+    if (u1 < 1e-300)
+        u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static void make_data(const Opts *o, float **X, float **Q)
+{
+    int d = o->dim;
+    double *mu = malloc((size_t)o->clusters * (size_t)d * sizeof *mu);
+    for (int c = 0; c < o->clusters; c++) {
+        double s = 0;
+        for (int t = 0; t < d; t++) {
+            mu[c * d + t] = gauss(mr_mix(o->seed, 1), (uint64_t)(c * d + t));
+            s += mu[c * d + t] * mu[c * d + t];
+        }
+        for (int t = 0; t < d; t++)
+            mu[c * d + t] /= sqrt(s);
+    }
+    *X = malloc((size_t)(o->items * d) * sizeof **X);
+    *Q = malloc((size_t)(o->queries * d) * sizeof **Q);
+    double v[1024];
+    for (int64_t i = 0; i < o->items; i++) {
+        int c = (int)(mr_mix(mr_mix(o->seed, 2), (uint64_t)i) % (uint64_t)o->clusters);
+        double s = 0;
+        for (int t = 0; t < d; t++) {
+            v[t] = mu[c * d + t] + o->noise * gauss(mr_mix(o->seed, 3), (uint64_t)(i * d + t));
+            s += v[t] * v[t];
+        }
+        double norm = exp(0.5 * gauss(mr_mix(o->seed, 4), (uint64_t)i));
+        for (int t = 0; t < d; t++)
+            (*X)[i * d + t] = (float)(v[t] / sqrt(s) * norm);
+    }
+    for (int64_t q = 0; q < o->queries; q++) {
+        int c = (int)(mr_mix(mr_mix(o->seed, 6), (uint64_t)q) % (uint64_t)o->clusters);
+        for (int t = 0; t < d; t++)
+            (*Q)[q * d + t] = (float)(mu[c * d + t] +
+                                      o->qnoise * gauss(mr_mix(o->seed, 7), (uint64_t)(q * d + t)));
+    }
+    free(mu);
+}
+
+/* .npy version 1.0, little-endian, C order. */
+static int write_npy(const char *dir, const char *name, const char *descr, const void *data,
+                     int64_t rows, int64_t cols, size_t elem)
+{
+    char path[4096], hdr[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int hl = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }",
+                      descr, (long long)rows, (long long)cols);
+    int total = 10 + hl + 1;
+    int pad = (64 - total % 64) % 64;
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    unsigned short len = (unsigned short)(hl + pad + 1);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc(len & 0xff, f);
+    fputc(len >> 8, f);
+    fwrite(hdr, 1, (size_t)hl, f);
+    for (int i = 0; i < pad; i++)
+        fputc(' ', f);
+    fputc('\n', f);
+    size_t n = (size_t)(rows * cols);
+    int ok = fwrite(data, elem, n, f) == n;
+    ok &= fclose(f) == 0;
+    return ok ? 0 : -1;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double recall(const int64_t *gt, const int64_t *got, int64_t nq, int k)
+{
+    int64_t hit = 0;
+    for (int64_t q = 0; q < nq; q++)
+        for (int a = 0; a < k; a++)
+            for (int b = 0; b < k; b++)
+                if (got[q * k + b] == gt[q * k + a]) {
+                    hit++;
+                    break;
+                }
+    return (double)hit / (double)(nq * k);
+}
+
+static int parse_list(const char *s, double *v, int max)
+{
+    int n = 0;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok && n < max; tok = strtok(NULL, ","))
+        v[n++] = atof(tok);
+    return n;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: bench_index [--items N] [--dim D] [--queries Q] [--exact-queries M]\n"
+            "                   [--k K] [--threads 1,2] [--repeats R] [--targets 0.9,0.95,0.99]\n"
+            "                   [--nlist L] [--clusters C] [--noise S] [--qnoise S] [--quantize]\n"
+            "                   [--seed S] [--dir DIR]\n");
+}
+
+static int search_ivf(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t np,
+                      int64_t *it, float *sc)
+{
+    MrErr e;
+    if (mr_index_search(ix, Q, nq, k, np, NULL, it, sc, &e) != MR_OK) {
+        fprintf(stderr, "search failed: %s\n", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    Opts o = {1000000, 10000, 0, 0, 32, 10, 5, 1000, 0, 0.16, 0.1, 42, "1,2", "0.9,0.95,0.99",
+              NULL};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--quantize")) {
+            o.quantize = 1;
+            continue;
+        }
+        if (!v) {
+            usage();
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--items"))
+            o.items = atoll(v);
+        else if (!strcmp(a, "--dim"))
+            o.dim = atoi(v);
+        else if (!strcmp(a, "--queries"))
+            o.queries = atoll(v);
+        else if (!strcmp(a, "--exact-queries"))
+            o.exact_queries = atoll(v);
+        else if (!strcmp(a, "--k"))
+            o.k = atoi(v);
+        else if (!strcmp(a, "--threads"))
+            snprintf(o.threads, sizeof o.threads, "%s", v);
+        else if (!strcmp(a, "--targets"))
+            snprintf(o.targets, sizeof o.targets, "%s", v);
+        else if (!strcmp(a, "--repeats"))
+            o.repeats = atoi(v);
+        else if (!strcmp(a, "--nlist"))
+            o.nlist = atoll(v);
+        else if (!strcmp(a, "--clusters"))
+            o.clusters = atoi(v);
+        else if (!strcmp(a, "--noise"))
+            o.noise = atof(v);
+        else if (!strcmp(a, "--qnoise"))
+            o.qnoise = atof(v);
+        else if (!strcmp(a, "--seed"))
+            o.seed = (uint64_t)atoll(v);
+        else if (!strcmp(a, "--dir"))
+            o.dir = v;
+        else {
+            usage();
+            return 2;
+        }
+    }
+    if (o.items < 1 || o.dim < 1 || o.dim > 1024 || o.queries < 1 || o.k < 1 || o.repeats < 1) {
+        usage();
+        return 2;
+    }
+    int64_t nq = o.queries, ne = o.exact_queries > 0 && o.exact_queries < nq ? o.exact_queries : nq;
+    int d = o.dim, k = o.k;
+    double tgt[8], thr[8];
+    int ntgt = parse_list(o.targets, tgt, 8), nthr = parse_list(o.threads, thr, 8);
+
+    double t0 = now();
+    float *X, *Q;
+    make_data(&o, &X, &Q);
+    fprintf(stderr, "data: %lld items x %d, %lld queries (%.1f s)\n", (long long)o.items, d,
+            (long long)nq, now() - t0);
+
+    MrConfig cfg;
+    mr_config_defaults(&cfg);
+    MrIndexParams p;
+    mr_index_params_from_config(&p, &cfg, o.seed);
+    p.kind = MR_INDEX_IVF;
+    p.nlist = o.nlist;
+    p.nprobe = 1; /* swept below; the build's own nprobe search is not what we time */
+    p.quantize = o.quantize;
+    MrIndex ix;
+    MrErr e;
+    int maxthr = 1;
+    for (int i = 0; i < nthr; i++)
+        maxthr = (int)thr[i] > maxthr ? (int)thr[i] : maxthr;
+    openblas_set_num_threads(maxthr);
+    t0 = now();
+    if (mr_index_build(&ix, &p, X, o.items, d, NULL, NULL, Q, 100, k, &e) != MR_OK) {
+        fprintf(stderr, "build failed: %s\n", e.msg);
+        return 1;
+    }
+    double build_s = now() - t0;
+    fprintf(stderr, "ivf build: nlist %lld, %.1f s with %d threads\n", (long long)ix.nlist,
+            build_s, maxthr);
+
+    size_t m = (size_t)(nq * k);
+    int64_t *gt = malloc(m * sizeof *gt), *it = malloc(m * sizeof *it);
+    float *sc = malloc(m * sizeof *sc);
+    t0 = now();
+    if (mr_index_search_exact(&ix, Q, nq, k, NULL, gt, sc, &e) != MR_OK) {
+        fprintf(stderr, "exact failed: %s\n", e.msg);
+        return 1;
+    }
+    fprintf(stderr, "ground truth: %.1f s\n", now() - t0);
+    /* spot check against double precision: the top item's score */
+    int bad = 0;
+    for (int64_t q = 0; q < nq; q += nq / 16 + 1) {
+        double best = -INFINITY;
+        for (int64_t i = 0; i < o.items; i++) {
+            double s = 0;
+            for (int t = 0; t < d; t++)
+                s += (double)Q[q * d + t] * X[i * d + t];
+            best = s > best ? s : best;
+        }
+        bad += fabs(best - sc[q * k]) > 1e-4 * (1 + fabs(best));
+    }
+    if (bad) {
+        fprintf(stderr, "spot check FAILED on %d queries\n", bad);
+        return 1;
+    }
+    if (o.dir) {
+        mkdir(o.dir, 0755);
+        if (write_npy(o.dir, "items.npy", "<f4", X, o.items, d, 4) ||
+            write_npy(o.dir, "queries.npy", "<f4", Q, nq, d, 4) ||
+            write_npy(o.dir, "gt.npy", "<i8", gt, nq, k, 8)) {
+            fprintf(stderr, "cannot write to %s: %s\n", o.dir, strerror(errno));
+            return 1;
+        }
+    }
+    printf("{\"impl\": \"mpirec\", \"kind\": \"build\", \"items\": %lld, \"dim\": %d, \"nlist\": %lld, "
+           "\"quantize\": %d, \"seconds\": %.2f, \"threads\": %d}\n",
+           (long long)o.items, d, (long long)ix.nlist, o.quantize, build_s, maxthr);
+
+    /* recall as a function of nprobe (thread count does not change results) */
+    int64_t L = ix.nlist;
+    int64_t best_np[8];
+    double best_rec[8];
+    for (int j = 0; j < ntgt; j++)
+        best_np[j] = -1;
+    {
+        int64_t lo = 0, np = 1; /* recall(lo) < every unmet target */
+        double rec_lo = 0;
+        for (;;) {
+            if (search_ivf(&ix, Q, nq, k, np, it, sc))
+                return 1;
+            double r = recall(gt, it, nq, k);
+            fprintf(stderr, "  nprobe %5lld  recall@%d %.4f\n", (long long)np, k, r);
+            for (int j = 0; j < ntgt; j++) {
+                if (best_np[j] >= 0 || r < tgt[j])
+                    continue;
+                /* bisect (lo, np] for the smallest nprobe reaching tgt[j] */
+                int64_t a = lo, b = np;
+                double rb = r;
+                while (b - a > 1) {
+                    int64_t mid = a + (b - a) / 2;
+                    if (search_ivf(&ix, Q, nq, k, mid, it, sc))
+                        return 1;
+                    double rm = recall(gt, it, nq, k);
+                    if (rm >= tgt[j]) {
+                        b = mid;
+                        rb = rm;
+                    } else {
+                        a = mid;
+                    }
+                }
+                best_np[j] = b;
+                best_rec[j] = rb;
+            }
+            int done = 1;
+            for (int j = 0; j < ntgt; j++)
+                done &= best_np[j] >= 0;
+            if (done || np >= L)
+                break;
+            lo = np;
+            rec_lo = r;
+            np = np < 8 ? np + 1 : np + np / 4;
+            if (np > L)
+                np = L;
+        }
+        (void)rec_lo;
+    }
+
+    double *runs = malloc((size_t)o.repeats * sizeof *runs);
+    for (int ti = 0; ti < nthr; ti++) {
+        int th = (int)thr[ti];
+        openblas_set_num_threads(th);
+        for (int r = 0; r < o.repeats; r++) {
+            t0 = now();
+            if (mr_index_search_exact(&ix, Q, ne, k, NULL, it, sc, &e) != MR_OK)
+                return 1;
+            runs[r] = (double)ne / (now() - t0);
+        }
+        double qe = median(runs, o.repeats);
+        fprintf(stderr, "threads %d: exact %.0f QPS (median of %d, %lld queries)\n", th, qe,
+                o.repeats, (long long)ne);
+        printf("{\"impl\": \"mpirec\", \"kind\": \"exact\", \"items\": %lld, \"threads\": %d, "
+               "\"queries\": %lld, \"qps\": %.1f}\n",
+               (long long)o.items, th, (long long)ne, qe);
+        for (int j = 0; j < ntgt; j++) {
+            if (best_np[j] < 0) {
+                fprintf(stderr, "  target %.2f not reached\n", tgt[j]);
+                continue;
+            }
+            for (int r = 0; r < o.repeats; r++) {
+                t0 = now();
+                if (search_ivf(&ix, Q, nq, k, best_np[j], it, sc))
+                    return 1;
+                runs[r] = (double)nq / (now() - t0);
+            }
+            double qi = median(runs, o.repeats);
+            fprintf(stderr, "  ivf%s recall@%d >= %.2f: nprobe %lld (recall %.4f) %.0f QPS = %.1fx exact\n",
+                    o.quantize ? "+sq8" : "", k, tgt[j], (long long)best_np[j], best_rec[j], qi,
+                    qi / qe);
+            printf("{\"impl\": \"mpirec\", \"kind\": \"ivf\", \"quantize\": %d, \"items\": %lld, "
+                   "\"threads\": %d, \"target\": %.3f, \"nprobe\": %lld, \"nlist\": %lld, "
+                   "\"recall\": %.4f, \"qps\": %.1f, \"speedup_vs_exact\": %.2f}\n",
+                   o.quantize, (long long)o.items, th, tgt[j], (long long)best_np[j],
+                   (long long)L, best_rec[j], qi, qi / qe);
+        }
+        fflush(stdout);
+    }
+    free(runs);
+    free(gt);
+    free(it);
+    free(sc);
+    free(X);
+    free(Q);
+    mr_index_free(&ix);
+    return 0;
+}

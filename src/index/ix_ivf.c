@@ -1,0 +1,946 @@
+/* ix_ivf.c — the inverted-file (IVF) index for maximum inner product search:
+ * k-means partitions, probing, optional 8-bit codes with exact rescoring.
+ *
+ * MIPS is reduced to L2 nearest-neighbour search (docs/index.md has the argument):
+ * with M = max |x|, item x becomes x' = [x, sqrt(M^2 - |x|^2)] (every x' has norm
+ * M) and query q becomes q' = [M q/|q|, 0], so |q' - x'|^2 = 2 M^2 - 2 M (q.x)/|q|
+ * and the L2 order of the items is exactly their inner-product order. The
+ * partitions are plain L2 k-means cells of the x', and a query probes the cells
+ * whose centroids c' are nearest to q', i.e. the largest
+ *     (M/|q|) q.c~ - |c'|^2/2          (c~ = the first D coordinates of c')
+ * — one sgemm against the centroids plus a per-list bias. A norm-heavy item lands
+ * in a cell of high-norm centroids that large-q.c queries probe first, which is
+ * what a cosine (direction-only) partition gets wrong.
+ *
+ * k-means: a training sample of at most TRAIN_PER_LIST points per list, k-means++
+ * seeding (D^2 sampling) on at most INIT_PER_LIST points per list, then Lloyd
+ * iterations whose assignment step is an sgemm; empty cells take the training
+ * point farthest from its centroid. Every random choice is a counter-based hash
+ * of (seed, tag, counter) (include/mpirec/hash.h), so builds are reproducible.
+ *
+ * Search: for a block of queries one sgemm scores all centroids; each thread takes
+ * a share of the block, picks every query's nprobe lists, and then scans
+ * list-major: each 16-item block of a list is loaded once and scored for every
+ * query of the share that probes that list. Per query the scan would be bound by
+ * memory (each list block used once); list-major it runs from cache. Lists are
+ * stored in blocks of 16 items laid out dimension-major, so the 16 lanes of a
+ * vector register each accumulate one item's dot product in the fixed order
+ * t = 0 .. D-1 (no reassociation, identical to ix_dot's scalar order).
+ * Quantized: codes of the residual x - c~ with a per-dimension affine scale; the
+ * approximate score is q.c~ + q.offset + sum_t (q_t scale_t) code_t (q.c~ comes
+ * from the same centroid sgemm), the best `rescore` are rescored with the float
+ * rows.
+ *
+ * Not done: no product quantization, no anisotropic (ScaNN) loss, no spherical
+ * variant, no multi-assignment of items to several lists.
+ */
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index/ix_internal.h"
+#include "mpirec/hash.h"
+
+#define TRAIN_PER_LIST 64
+#define INIT_PER_LIST 16
+#define TAG_TRAIN 0x6976667472ULL /* "ivftr": training sample */
+#define TAG_INIT 0x697666696eULL  /* "ivfin": k-means++ */
+#define QB 256                    /* queries per centroid sgemm */
+
+/* A hash-driven uniform integer in [0, m) (m < 2^32 here, bias < 2^-32). */
+static int64_t rand_below(uint64_t base, uint64_t ctr, int64_t m)
+{
+    return (int64_t)((mr_mix(base, ctr) >> 32) * (uint64_t)m >> 32);
+}
+
+/* First `take` entries of a hash-driven Fisher-Yates shuffle of 0 .. m-1. */
+static int64_t *sample_indices(int64_t m, int64_t take, uint64_t base)
+{
+    int64_t *p = malloc((size_t)m * sizeof *p);
+    if (!p)
+        return NULL;
+    for (int64_t i = 0; i < m; i++)
+        p[i] = i;
+    for (int64_t i = 0; i < take && i < m - 1; i++) {
+        int64_t j = i + rand_below(base, (uint64_t)i, m - i);
+        int64_t t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+    return p;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* x' = [x, sqrt(M^2 - |x|^2)] into out[D+1]. */
+static void augment(const float *x, int d, double M2, float *out)
+{
+    double s = 0;
+    for (int t = 0; t < d; t++) {
+        out[t] = x[t];
+        s += (double)x[t] * x[t];
+    }
+    out[d] = (float)sqrt(M2 - s > 0 ? M2 - s : 0);
+}
+
+/* ---- assignment (shared by Lloyd and the final pass) ----------------------------- */
+
+typedef struct AssignCtx {
+    const float *S;   /* [pb x L] dots */
+    const float *cn;  /* [L] |c|^2 */
+    int64_t pb, L;
+    int64_t *a;       /* [pb] nearest centroid */
+    float *dist;      /* [pb] |c|^2 - 2 x.c of it (|x'|^2 = M^2 left out) */
+} AssignCtx;
+
+/* min over j of cn[j] - 2 s[j], and the first j reaching it. 2 s is exact, so
+ * cn - 2 s is one rounding whether computed fused (SIMD) or not (scalar); and the
+ * minimum of a set does not depend on the order it is taken in: the SIMD pass
+ * and the first-match pass agree exactly with a plain scalar loop (ties: lower j). */
+static int64_t argmin_dist(const float *cn, const float *s, int64_t L, float *best)
+{
+    int64_t j = 0;
+    float m = INFINITY;
+#if defined(__AVX512F__)
+    __m512 vm = _mm512_set1_ps(INFINITY), two = _mm512_set1_ps(2.0f);
+    for (; j + 16 <= L; j += 16)
+        vm = _mm512_min_ps(vm, _mm512_fnmadd_ps(two, _mm512_loadu_ps(s + j),
+                                                 _mm512_loadu_ps(cn + j)));
+    m = _mm512_reduce_min_ps(vm);
+#endif
+    for (; j < L; j++) {
+        float v = cn[j] - 2.0f * s[j];
+        m = v < m ? v : m;
+    }
+    *best = m;
+    for (j = 0; j < L; j++)
+        if (cn[j] - 2.0f * s[j] == m)
+            return j;
+    return 0;
+}
+
+static void assign_rows(void *arg, int tid, int nth)
+{
+    AssignCtx *c = arg;
+    for (int64_t r = c->pb * tid / nth; r < c->pb * (tid + 1) / nth; r++)
+        c->a[r] = argmin_dist(c->cn, c->S + r * c->L, c->L, &c->dist[r]);
+}
+
+/* Assign m augmented points (rows of X [m x Da], or, when X is NULL, the items
+ * emb[0 .. m) augmented on the fly) to the nearest of L centroids C [L x Da]. */
+static int assign_all(const float *X, const float *emb, int d, double M2, int64_t m,
+                      const float *C, int64_t L, int64_t *a, float *dist, IxTeam *team,
+                      MrErr *e)
+{
+    int Da = d + 1;
+    int64_t pb = (1 << 20) / L;
+    pb = pb < 16 ? 16 : pb > 4096 ? 4096 : pb;
+    float *S = malloc((size_t)(pb * L) * sizeof *S);
+    float *cn = malloc((size_t)L * sizeof *cn);
+    float *Xb = X ? NULL : malloc((size_t)(pb * Da) * sizeof *Xb);
+    if (!S || !cn || (!X && !Xb)) {
+        free(S);
+        free(cn);
+        free(Xb);
+        return mr_err_set(e, MR_ENOMEM, "ivf build: no memory for the assignment buffers");
+    }
+    for (int64_t j = 0; j < L; j++) {
+        double s = 0;
+        for (int t = 0; t < Da; t++)
+            s += (double)C[j * Da + t] * C[j * Da + t];
+        cn[j] = (float)s;
+    }
+    for (int64_t p0 = 0; p0 < m; p0 += pb) {
+        int64_t nb = m - p0 < pb ? m - p0 : pb;
+        const float *A;
+        if (X) {
+            A = X + p0 * Da;
+        } else {
+            for (int64_t r = 0; r < nb; r++)
+                augment(emb + (p0 + r) * d, d, M2, Xb + r * Da);
+            A = Xb;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)L, Da, 1.0f, A, Da, C,
+                    Da, 0.0f, S, (int)L);
+        AssignCtx c = {S, cn, nb, L, a + p0, dist + p0};
+        ix_team_run(team, assign_rows, &c);
+    }
+    free(S);
+    free(cn);
+    free(Xb);
+    return MR_OK;
+}
+
+/* ---- k-means ------------------------------------------------------------------- */
+
+/* k-means++ seeding on the ni points P [ni x Da] (row-major): C [L x Da]. */
+static int kmeanspp(const float *P, int64_t ni, int Da, int64_t L, uint64_t seed, float *C,
+                    MrErr *e)
+{
+    /* Dimension-major copy so the distance update vectorises over points. */
+    float *PT = malloc((size_t)(ni * Da) * sizeof *PT);
+    float *d2 = malloc((size_t)ni * sizeof *d2);
+    float *tmp = malloc((size_t)ni * sizeof *tmp);
+    if (!PT || !d2 || !tmp) {
+        free(PT);
+        free(d2);
+        free(tmp);
+        return mr_err_set(e, MR_ENOMEM, "ivf build: no memory for k-means++ (%lld points)",
+                          (long long)ni);
+    }
+    for (int64_t i = 0; i < ni; i++)
+        for (int t = 0; t < Da; t++)
+            PT[(int64_t)t * ni + i] = P[i * Da + t];
+    uint64_t base = mr_mix(seed, TAG_INIT);
+    int64_t first = rand_below(base, 0, ni);
+    for (int64_t i = 0; i < ni; i++)
+        d2[i] = INFINITY;
+    int64_t pick = first;
+    for (int64_t c = 0; c < L; c++) {
+        memcpy(C + c * Da, P + pick * Da, (size_t)Da * sizeof *C);
+        if (c == L - 1)
+            break;
+        /* d2[i] = min(d2[i], |P_i - C_c|^2) */
+        memset(tmp, 0, (size_t)ni * sizeof *tmp);
+        for (int t = 0; t < Da; t++) {
+            const float *row = PT + (int64_t)t * ni;
+            float ct = C[c * Da + t];
+            for (int64_t i = 0; i < ni; i++) {
+                float df = row[i] - ct;
+                tmp[i] += df * df;
+            }
+        }
+        double total = 0;
+        for (int64_t i = 0; i < ni; i++) {
+            if (tmp[i] < d2[i])
+                d2[i] = tmp[i];
+            total += d2[i];
+        }
+        /* D^2 sampling; when every point coincides with a centre (duplicates),
+         * fall back to a uniform pick — the empty-cell repair handles the rest. */
+        double u = mr_hash_unit(mr_mix(base, (uint64_t)c + 1)) * total;
+        if (total > 0) {
+            double acc = 0;
+            pick = ni - 1;
+            for (int64_t i = 0; i < ni; i++) {
+                acc += d2[i];
+                if (acc > u && d2[i] > 0) {
+                    pick = i;
+                    break;
+                }
+            }
+        } else {
+            pick = rand_below(base, (uint64_t)c + 1, ni);
+        }
+    }
+    free(PT);
+    free(d2);
+    free(tmp);
+    return MR_OK;
+}
+
+/* Lloyd iterations on the nt training points X [nt x Da]; C in/out. */
+static int lloyd(const float *X, int64_t nt, int d, float *C, int64_t L,
+                 int iters, IxTeam *team, MrErr *e)
+{
+    int Da = d + 1;
+    int64_t *a = malloc((size_t)nt * sizeof *a);
+    int64_t *prev = malloc((size_t)nt * sizeof *prev);
+    float *dist = malloc((size_t)nt * sizeof *dist);
+    double *sum = malloc((size_t)(L * Da) * sizeof *sum);
+    int64_t *cnt = malloc((size_t)L * sizeof *cnt);
+    int64_t *far = malloc((size_t)nt * sizeof *far);
+    int rc = MR_OK;
+    if (!a || !prev || !dist || !sum || !cnt || !far) {
+        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for k-means (%lld points)",
+                        (long long)nt);
+        goto out;
+    }
+    for (int it = 0; it < iters; it++) {
+        rc = assign_all(X, NULL, d, 0, nt, C, L, a, dist, team, e);
+        if (rc)
+            goto out;
+        if (it > 0 && memcmp(a, prev, (size_t)nt * sizeof *a) == 0)
+            break; /* converged: the centroids would not move */
+        memcpy(prev, a, (size_t)nt * sizeof *a);
+        memset(sum, 0, (size_t)(L * Da) * sizeof *sum);
+        memset(cnt, 0, (size_t)L * sizeof *cnt);
+        for (int64_t i = 0; i < nt; i++) {
+            cnt[a[i]]++;
+            for (int t = 0; t < Da; t++)
+                sum[a[i] * Da + t] += X[i * Da + t];
+        }
+        int64_t nempty = 0;
+        for (int64_t j = 0; j < L; j++) {
+            if (cnt[j] == 0) {
+                nempty++;
+                continue;
+            }
+            for (int t = 0; t < Da; t++)
+                C[j * Da + t] = (float)(sum[j * Da + t] / (double)cnt[j]);
+        }
+        if (nempty) {
+            /* Empty cells restart at the points worst served by their centroid
+             * (largest |x' - c'|^2 = M^2 + dist): order points by dist, descending,
+             * ties by index, and hand them out. */
+            for (int64_t i = 0; i < nt; i++)
+                far[i] = i;
+            /* partial selection of the nempty farthest: simple repeated scan */
+            int64_t used = 0;
+            for (int64_t j = 0; j < L && used < nempty; j++) {
+                if (cnt[j] != 0)
+                    continue;
+                int64_t best = -1;
+                for (int64_t i = 0; i < nt; i++)
+                    if (far[i] >= 0 && (best < 0 || dist[i] > dist[best]))
+                        best = i;
+                if (best < 0)
+                    break;
+                far[best] = -1;
+                memcpy(C + j * Da, X + best * Da, (size_t)Da * sizeof *C);
+                used++;
+            }
+        }
+    }
+out:
+    free(a);
+    free(prev);
+    free(dist);
+    free(sum);
+    free(cnt);
+    free(far);
+    return rc;
+}
+
+/* ---- build ------------------------------------------------------------------------ */
+
+int ix_ivf_train(MrIndex *ix, MrErr *e)
+{
+    int64_t n = ix->n;
+    int d = ix->d, Da = d + 1;
+    int64_t L = ix->p.nlist > 0 ? ix->p.nlist : (int64_t)llround(4.0 * sqrt((double)n));
+    if (L < 1)
+        L = 1;
+    if (L > n)
+        L = n;
+    ix->nlist = L;
+
+    double M2 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0;
+        for (int t = 0; t < d; t++)
+            s += (double)ix->emb[i * d + t] * ix->emb[i * d + t];
+        if (s > M2)
+            M2 = s;
+    }
+    ix->aug_norm = (float)sqrt(M2);
+    /* The float radius, squared, is what the on-the-fly augmentation uses: a
+     * loaded index recomputes nothing from it except probe scaling. */
+    M2 = (double)ix->aug_norm * ix->aug_norm;
+
+    int64_t nt = TRAIN_PER_LIST * L < n ? TRAIN_PER_LIST * L : n;
+    int64_t ni = INIT_PER_LIST * L < nt ? INIT_PER_LIST * L : nt;
+    int rc = MR_OK;
+    IxTeam team;
+    ix_team_start(&team, ix_threads());
+    int64_t *sel = NULL, *sel2 = NULL, *a = NULL, *cnt = NULL;
+    float *X = NULL, *P = NULL, *C = NULL, *dist = NULL;
+
+    sel = sample_indices(n, nt, mr_mix(ix->p.seed, TAG_TRAIN));
+    X = malloc((size_t)(nt * Da) * sizeof *X);
+    P = malloc((size_t)(ni * Da) * sizeof *P);
+    C = malloc((size_t)(L * Da) * sizeof *C);
+    if (!sel || !X || !P || !C) {
+        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for k-means on %lld x %d", (long long)nt,
+                        Da);
+        goto out;
+    }
+    /* Sorted sample: the rows of X follow memory order of emb. */
+    qsort(sel, (size_t)nt, sizeof *sel, cmp_i64);
+    for (int64_t i = 0; i < nt; i++)
+        augment(ix->emb + sel[i] * d, d, M2, X + i * Da);
+    sel2 = sample_indices(nt, ni, mr_mix(ix->p.seed, TAG_INIT + 1));
+    if (!sel2) {
+        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for the k-means++ sample");
+        goto out;
+    }
+    for (int64_t i = 0; i < ni; i++)
+        memcpy(P + i * Da, X + sel2[i] * Da, (size_t)Da * sizeof *P);
+    rc = kmeanspp(P, ni, Da, L, ix->p.seed, C, e);
+    if (rc)
+        goto out;
+    rc = lloyd(X, nt, d, C, L, ix->p.kmeans_iters > 0 ? ix->p.kmeans_iters : 20, &team, e);
+    if (rc)
+        goto out;
+
+    /* Final assignment of every item, then the lists (stable: increasing items). */
+    a = malloc((size_t)n * sizeof *a);
+    dist = malloc((size_t)n * sizeof *dist);
+    cnt = calloc((size_t)L + 1, sizeof *cnt);
+    ix->centroids = malloc((size_t)(L * d) * sizeof *ix->centroids);
+    ix->probe_bias = malloc((size_t)L * sizeof *ix->probe_bias);
+    ix->list_off = malloc((size_t)(L + 1) * sizeof *ix->list_off);
+    ix->list_items = malloc((size_t)n * sizeof *ix->list_items);
+    if (!a || !dist || !cnt || !ix->centroids || !ix->probe_bias || !ix->list_off ||
+        !ix->list_items) {
+        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for %lld lists", (long long)L);
+        goto out;
+    }
+    rc = assign_all(NULL, ix->emb, d, M2, n, C, L, a, dist, &team, e);
+    if (rc)
+        goto out;
+    for (int64_t i = 0; i < n; i++)
+        cnt[a[i] + 1]++;
+    ix->list_off[0] = 0;
+    for (int64_t j = 0; j < L; j++)
+        ix->list_off[j + 1] = ix->list_off[j] + cnt[j + 1];
+    for (int64_t j = 0; j < L; j++)
+        cnt[j] = ix->list_off[j];
+    for (int64_t i = 0; i < n; i++)
+        ix->list_items[cnt[a[i]]++] = i;
+    for (int64_t j = 0; j < L; j++) {
+        double s = 0;
+        for (int t = 0; t < Da; t++)
+            s += (double)C[j * Da + t] * C[j * Da + t];
+        ix->probe_bias[j] = (float)(-0.5 * s);
+        memcpy(ix->centroids + j * d, C + j * Da, (size_t)d * sizeof *C);
+    }
+
+    if (ix->p.quantize) {
+        /* Per-dimension affine range of the residuals x - c~ over all items. */
+        uint8_t *codes = malloc((size_t)(n * d));
+        float *lo = malloc((size_t)d * sizeof *lo), *hi = malloc((size_t)d * sizeof *hi);
+        ix->code_scale = malloc((size_t)d * sizeof *ix->code_scale);
+        ix->code_offset = malloc((size_t)d * sizeof *ix->code_offset);
+        if (!codes || !lo || !hi || !ix->code_scale || !ix->code_offset) {
+            free(codes);
+            free(lo);
+            free(hi);
+            rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for %lld x %d codes",
+                            (long long)n, d);
+            goto out;
+        }
+        for (int t = 0; t < d; t++) {
+            lo[t] = INFINITY;
+            hi[t] = -INFINITY;
+        }
+        for (int64_t j = 0; j < L; j++)
+            for (int64_t p = ix->list_off[j]; p < ix->list_off[j + 1]; p++)
+                for (int t = 0; t < d; t++) {
+                    float r = ix->emb[ix->list_items[p] * d + t] - ix->centroids[j * d + t];
+                    lo[t] = r < lo[t] ? r : lo[t];
+                    hi[t] = r > hi[t] ? r : hi[t];
+                }
+        for (int t = 0; t < d; t++) {
+            ix->code_offset[t] = lo[t];
+            ix->code_scale[t] = (hi[t] - lo[t]) / 255.0f;
+        }
+        for (int64_t j = 0; j < L; j++)
+            for (int64_t p = ix->list_off[j]; p < ix->list_off[j + 1]; p++)
+                for (int t = 0; t < d; t++) {
+                    float r = ix->emb[ix->list_items[p] * d + t] - ix->centroids[j * d + t];
+                    float s = ix->code_scale[t];
+                    long v = s > 0 ? lrintf((r - ix->code_offset[t]) / s) : 0;
+                    codes[p * d + t] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+                }
+        free(lo);
+        free(hi);
+        rc = ix_ivf_layout(ix, codes, e);
+        free(codes);
+    } else {
+        rc = ix_ivf_layout(ix, NULL, e);
+    }
+out:
+    ix_team_stop(&team);
+    free(sel);
+    free(sel2);
+    free(X);
+    free(P);
+    free(C);
+    free(a);
+    free(dist);
+    free(cnt);
+    return rc;
+}
+
+int ix_ivf_layout(MrIndex *ix, const uint8_t *codes_flat, MrErr *e)
+{
+    int64_t L = ix->nlist;
+    int d = ix->d;
+    ix->list_blk = malloc((size_t)(L + 1) * sizeof *ix->list_blk);
+    if (!ix->list_blk)
+        return mr_err_set(e, MR_ENOMEM, "ivf: no memory for the list layout");
+    ix->list_blk[0] = 0;
+    for (int64_t j = 0; j < L; j++) {
+        int64_t sz = ix->list_off[j + 1] - ix->list_off[j];
+        ix->list_blk[j + 1] = ix->list_blk[j] + (sz + IX_LANES - 1) / IX_LANES;
+    }
+    ix->nblk = ix->list_blk[L];
+    size_t cells = (size_t)ix->nblk * (size_t)d * IX_LANES;
+    if (ix->p.quantize) {
+        ix->codes = calloc(cells ? cells : 1, 1);
+        if (!ix->codes)
+            return mr_err_set(e, MR_ENOMEM, "ivf: no memory for %zu codes", cells);
+    } else {
+        ix->list_emb = calloc(cells ? cells : 1, sizeof *ix->list_emb);
+        if (!ix->list_emb)
+            return mr_err_set(e, MR_ENOMEM, "ivf: no memory for %zu list floats", cells);
+    }
+    for (int64_t j = 0; j < L; j++)
+        for (int64_t p = ix->list_off[j]; p < ix->list_off[j + 1]; p++) {
+            int64_t r = p - ix->list_off[j];
+            size_t b = (size_t)(ix->list_blk[j] + r / IX_LANES);
+            int lane = (int)(r % IX_LANES);
+            for (int t = 0; t < d; t++) {
+                size_t at = (b * (size_t)d + (size_t)t) * IX_LANES + (size_t)lane;
+                if (ix->p.quantize)
+                    ix->codes[at] = codes_flat[p * d + t];
+                else
+                    ix->list_emb[at] = ix->emb[ix->list_items[p] * d + t];
+            }
+        }
+    return MR_OK;
+}
+
+uint8_t *ix_ivf_codes_flat(const MrIndex *ix)
+{
+    int d = ix->d;
+    size_t cells = (size_t)ix->n * (size_t)d;
+    uint8_t *out = malloc(cells ? cells : 1);
+    if (!out)
+        return NULL;
+    for (int64_t j = 0; j < ix->nlist; j++)
+        for (int64_t p = ix->list_off[j]; p < ix->list_off[j + 1]; p++) {
+            int64_t r = p - ix->list_off[j];
+            size_t b = (size_t)(ix->list_blk[j] + r / IX_LANES);
+            int lane = (int)(r % IX_LANES);
+            for (int t = 0; t < d; t++)
+                out[p * d + t] = ix->codes[(b * (size_t)d + (size_t)t) * IX_LANES + (size_t)lane];
+        }
+    return out;
+}
+
+/* ---- search ------------------------------------------------------------------------ */
+
+/* Probe score of every list for query q, whose centroid dots are s [L]. */
+static void probe_scores(const MrIndex *ix, const float *q, const float *s, float *ps)
+{
+    double qn = 0;
+    for (int t = 0; t < ix->d; t++)
+        qn += (double)q[t] * q[t];
+    qn = sqrt(qn);
+    /* q' = M q / |q|: scaling q does not change the item order, but it fixes the
+     * balance between q.c~ and the bias; a zero or non-finite q gets scale 1. */
+    float alpha = qn > 0 && isfinite(qn) ? (float)(ix->aug_norm / qn) : 1.0f;
+    for (int64_t j = 0; j < ix->nlist; j++)
+        ps[j] = alpha * s[j] + ix->probe_bias[j];
+}
+
+/* 16 items' dot products with q, block layout [D][16]. Every lane is one fused
+ * multiply-add chain over t = 0 .. D-1, the same operations as ix_dot. */
+static inline void kern_f32(const float *q, const float *blk, int d, float *out)
+{
+#if defined(__AVX512F__)
+    __m512 acc = _mm512_setzero_ps();
+    for (int t = 0; t < d; t++)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(q[t]), _mm512_loadu_ps(blk + (size_t)t * IX_LANES),
+                              acc);
+    _mm512_storeu_ps(out, acc);
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (int t = 0; t < d; t++) {
+        __m256 qt = _mm256_set1_ps(q[t]);
+        a0 = _mm256_fmadd_ps(qt, _mm256_loadu_ps(blk + (size_t)t * IX_LANES), a0);
+        a1 = _mm256_fmadd_ps(qt, _mm256_loadu_ps(blk + (size_t)t * IX_LANES + 8), a1);
+    }
+    _mm256_storeu_ps(out, a0);
+    _mm256_storeu_ps(out + 8, a1);
+#else
+    float acc[IX_LANES];
+    for (int l = 0; l < IX_LANES; l++)
+        acc[l] = 0.0f;
+    for (int t = 0; t < d; t++)
+        for (int l = 0; l < IX_LANES; l++)
+            acc[l] = IX_MADD(q[t], blk[(size_t)t * IX_LANES + l], acc[l]);
+    for (int l = 0; l < IX_LANES; l++)
+        out[l] = acc[l];
+#endif
+}
+
+/* Approximate scores base + sum_t qs[t] * code[t] of 16 quantized items. */
+static inline void kern_u8(const float *qs, const uint8_t *blk, int d, float base, float *out)
+{
+#if defined(__AVX512F__)
+    __m512 acc = _mm512_setzero_ps();
+    for (int t = 0; t < d; t++) {
+        __m128i c = _mm_loadu_si128((const __m128i *)(blk + (size_t)t * IX_LANES));
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(qs[t]), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)),
+                              acc);
+    }
+    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_set1_ps(base), acc));
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (int t = 0; t < d; t++) {
+        const uint8_t *row = blk + (size_t)t * IX_LANES;
+        __m256 qt = _mm256_set1_ps(qs[t]);
+        __m256 c0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)row)));
+        __m256 c1 =
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + 8))));
+        a0 = _mm256_fmadd_ps(qt, c0, a0);
+        a1 = _mm256_fmadd_ps(qt, c1, a1);
+    }
+    __m256 b = _mm256_set1_ps(base);
+    _mm256_storeu_ps(out, _mm256_add_ps(b, a0));
+    _mm256_storeu_ps(out + 8, _mm256_add_ps(b, a1));
+#else
+    float acc[IX_LANES];
+    for (int l = 0; l < IX_LANES; l++)
+        acc[l] = 0.0f;
+    for (int t = 0; t < d; t++)
+        for (int l = 0; l < IX_LANES; l++)
+            acc[l] = IX_MADD(qs[t], (float)blk[(size_t)t * IX_LANES + l], acc[l]);
+    for (int l = 0; l < IX_LANES; l++)
+        out[l] = base + acc[l];
+#endif
+}
+
+/* Per-thread buffers of the search; qmax = the most queries one thread takes from
+ * a block. */
+typedef struct IvfScratch {
+    float *ps;       /* [L] probe scores of one query */
+    uint32_t *key;   /* [L] sortable keys of the probe scores */
+    int64_t *probe;  /* [qmax x nprobe] lists each query probes (list order) */
+    int64_t *nprb;   /* [qmax] how many */
+    IxHeap *heaps;   /* [qmax] candidate heaps (k, or rescore when quantized) */
+    float *hs;       /* [qmax x cap] */
+    int64_t *hi;     /* [qmax x cap] */
+    float *fs;       /* [k] final heap of the rescoring */
+    int64_t *fi;
+    float *qs;       /* [qmax x D] q * code_scale (quantized) */
+    float *qoff;     /* [qmax] q . code_offset (quantized) */
+    int64_t *icnt;   /* [L + 1] inverted: offsets of each list's queries */
+    int64_t *iq;     /* [qmax x nprobe] inverted: queries by list */
+} IvfScratch;
+
+typedef struct IvfCtx {
+    const MrIndex *ix;
+    const float *Q;     /* this block's queries [qb x D] */
+    const float *S;     /* [qb x L] centroid dots */
+    int64_t q0, qb;
+    int64_t nprobe;
+    int k;              /* requested (row stride of the outputs) */
+    int64_t kk;         /* clamped */
+    int64_t cap;        /* candidate heap size (kk, or rescore when quantized) */
+    const IxExcl *ex;
+    int64_t *out_items;
+    float *out_scores;
+    IvfScratch *scr;    /* [threads] */
+} IvfCtx;
+
+static inline void offer(IxHeap *h, float v, int64_t it, const IxExcl *ex, int64_t q)
+{
+    if (h->n < h->cap ? v == v : ix_worse(h->s[0], h->i[0], v, it)) {
+        if (!ix_excluded(ex, q, it))
+            ix_heap_push_slow(h, v, it);
+    }
+}
+
+/* Order-preserving map of a float to 32 bits (larger float -> larger key); NaN
+ * maps below everything, like a score that can never be chosen first. */
+static inline uint32_t fkey(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if (f != f)
+        return 0;
+    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+
+/* Indices of the m largest of s[0 .. L) (ties: lower index), in index order, by a
+ * most-significant-byte-first radix select on the keys: each pass histograms one
+ * byte of the candidates still tied with the threshold, so the cost is a few
+ * linear passes instead of the ~m log(L/m) heap operations a heap would need (the
+ * heap was half of the ivf search time at nprobe in the hundreds). */
+static int64_t select_top(const float *s, int64_t L, int64_t m, uint32_t *key, int64_t *out)
+{
+    if (m >= L) {
+        for (int64_t j = 0; j < L; j++)
+            out[j] = j;
+        return L;
+    }
+    for (int64_t j = 0; j < L; j++)
+        key[j] = fkey(s[j]);
+    uint32_t prefix = 0, mask = 0;
+    int64_t need = m; /* how many still to take among keys matching prefix under mask */
+    int shift = 24, exact = 0;
+    for (; shift >= 0; shift -= 8) {
+        int64_t cnt[256] = {0};
+        for (int64_t j = 0; j < L; j++)
+            if ((key[j] & mask) == prefix)
+                cnt[(key[j] >> shift) & 0xff]++;
+        int b = 255;
+        while (cnt[b] < need) {
+            need -= cnt[b];
+            b--;
+        }
+        prefix |= (uint32_t)b << shift;
+        mask |= 0xffu << shift;
+        if (cnt[b] == need) { /* the whole bucket is in: no need to split it */
+            exact = 1;
+            break;
+        }
+    }
+    int64_t n = 0;
+    if (exact) {
+        /* keys whose bits above `shift` reach the prefix's are exactly the top m */
+        for (int64_t j = 0; j < L; j++)
+            if ((key[j] >> shift) >= (prefix >> shift))
+                out[n++] = j;
+        return n;
+    }
+    /* all 32 bits fixed: key == prefix is the threshold; take `need` of those,
+     * lowest indices first */
+    for (int64_t j = 0; j < L; j++) {
+        if (key[j] > prefix)
+            out[n++] = j;
+        else if (key[j] == prefix && need > 0) {
+            out[n++] = j;
+            need--;
+        }
+    }
+    return n;
+}
+
+/* The lists query r probes: the nprobe best probe scores (ties: lower list). */
+static void select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe,
+                          int64_t *np)
+{
+    const MrIndex *ix = c->ix;
+    probe_scores(ix, c->Q + r * ix->d, c->S + r * ix->nlist, w->ps);
+    *np = select_top(w->ps, ix->nlist, c->nprobe, w->key, probe);
+}
+
+/* One thread's share of a query block, scanned list-major: each block of a list
+ * is loaded once and scored for every query of the share that probes the list,
+ * so list data is read from cache instead of memory once per query. Scores and
+ * the heaps' full (score, item) order make the result independent of the scan
+ * order and of how queries are shared out. */
+static void search_share(void *arg, int tid, int nth)
+{
+    IvfCtx *c = arg;
+    IvfScratch *w = &c->scr[tid];
+    const MrIndex *ix = c->ix;
+    int d = ix->d;
+    int64_t L = ix->nlist, lo = c->qb * tid / nth, hi = c->qb * (tid + 1) / nth, m = hi - lo;
+    if (m <= 0)
+        return;
+    for (int64_t j = 0; j <= L; j++)
+        w->icnt[j] = 0;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t a = r - lo;
+        select_probes(c, w, r, w->probe + a * c->nprobe, &w->nprb[a]);
+        for (int64_t p = 0; p < w->nprb[a]; p++)
+            w->icnt[w->probe[a * c->nprobe + p] + 1]++;
+        w->heaps[a] = (IxHeap){w->hs + a * c->cap, w->hi + a * c->cap, 0, c->cap};
+        if (ix->p.quantize) {
+            const float *q = c->Q + r * d;
+            float qoff = 0;
+            for (int t = 0; t < d; t++) {
+                w->qs[a * d + t] = q[t] * ix->code_scale[t];
+                qoff = IX_MADD(q[t], ix->code_offset[t], qoff);
+            }
+            w->qoff[a] = qoff;
+        }
+    }
+    for (int64_t j = 0; j < L; j++)
+        w->icnt[j + 1] += w->icnt[j];
+    for (int64_t a = 0; a < m; a++)
+        for (int64_t p = 0; p < w->nprb[a]; p++)
+            w->iq[w->icnt[w->probe[a * c->nprobe + p]]++] = a;
+    /* icnt[l] now ends list l's run: list l's queries are iq[icnt[l-1] .. icnt[l]) */
+    float sc[IX_LANES];
+    for (int64_t l = 0; l < L; l++) {
+        int64_t e0 = l ? w->icnt[l - 1] : 0, e1 = w->icnt[l];
+        if (e0 == e1)
+            continue;
+        int64_t p0 = ix->list_off[l], p1 = ix->list_off[l + 1];
+        for (int64_t b = ix->list_blk[l]; b < ix->list_blk[l + 1]; b++) {
+            int64_t pos = p0 + (b - ix->list_blk[l]) * IX_LANES;
+            int valid = p1 - pos < IX_LANES ? (int)(p1 - pos) : IX_LANES;
+            unsigned vmask = (1u << valid) - 1u; /* padding lanes never count */
+            const size_t off = (size_t)b * (size_t)d * IX_LANES;
+            for (int64_t j = e0; j < e1; j++) {
+                int64_t a = w->iq[j], qg = c->q0 + lo + a;
+                IxHeap *h = &w->heaps[a];
+                if (ix->p.quantize)
+                    kern_u8(w->qs + a * d, ix->codes + off, d,
+                            c->S[(lo + a) * L + l] + w->qoff[a], sc);
+                else
+                    kern_f32(c->Q + (lo + a) * d, ix->list_emb + off, d, sc);
+                float thr = ix_heap_thr(h);
+                unsigned msk = ix_mask16_ge(sc, thr) & vmask;
+                while (msk) {
+                    int t = __builtin_ctz(msk);
+                    msk &= msk - 1;
+                    if (sc[t] >= thr) {
+                        offer(h, sc[t], ix->list_items[pos + t], c->ex, qg);
+                        thr = ix_heap_thr(h);
+                    }
+                }
+            }
+        }
+    }
+    for (int64_t a = 0; a < m; a++) {
+        int64_t qg = c->q0 + lo + a;
+        int64_t *oi = c->out_items + qg * c->k;
+        float *os = c->out_scores + qg * c->k;
+        IxHeap *h = &w->heaps[a];
+        if (!ix->p.quantize) {
+            ix_heap_drain(h, oi, os, c->k);
+            continue;
+        }
+        /* Rescore the best approximate candidates with the float rows. */
+        const float *q = c->Q + (lo + a) * d;
+        IxHeap f = {w->fs, w->fi, 0, c->kk};
+        for (int64_t j = 0; j < h->n; j++)
+            ix_heap_push(&f, ix_dot(q, ix->emb + h->i[j] * d, d), h->i[j]);
+        ix_heap_drain(&f, oi, os, c->k);
+    }
+}
+
+static void scratch_free(IvfScratch *w)
+{
+    free(w->ps);
+    free(w->key);
+    free(w->probe);
+    free(w->nprb);
+    free(w->heaps);
+    free(w->hs);
+    free(w->hi);
+    free(w->fs);
+    free(w->fi);
+    free(w->qs);
+    free(w->qoff);
+    free(w->icnt);
+    free(w->iq);
+}
+
+int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t nprobe,
+                  const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads,
+                  MrErr *e)
+{
+    int64_t L = ix->nlist, n = ix->n;
+    int d = ix->d;
+    int64_t kk = k < n ? k : n;
+    if (nprobe <= 0)
+        nprobe = ix->stats.nprobe > 0 ? ix->stats.nprobe : 1;
+    if (nprobe > L)
+        nprobe = L;
+    int64_t cap = kk;
+    if (ix->p.quantize) {
+        cap = ix->p.rescore > 0 ? ix->p.rescore : 10 * kk;
+        cap = cap < kk ? kk : cap > n ? n : cap;
+    }
+    /* Query block: big enough that a list is probed by many queries of a thread's
+     * share (reuse), small enough that the centroid scores stay ~16 MiB. */
+    int64_t qbmax = ((int64_t)1 << 22) / L;
+    qbmax = qbmax < 64 ? 64 : qbmax > 1024 ? 1024 : qbmax;
+    if (qbmax > nq)
+        qbmax = nq;
+    int nth = nq > 1 ? nthreads : 1;
+    if (nth > qbmax)
+        nth = (int)qbmax;
+    IxTeam team;
+    ix_team_start(&team, nth);
+    nth = team.n; /* fewer if a helper could not start: shares are sized from this */
+    int64_t qmax = (qbmax + nth - 1) / nth;
+    float *S = malloc((size_t)(qbmax * L) * sizeof *S);
+    IvfScratch *scr = calloc((size_t)nth, sizeof *scr);
+    int rc = MR_OK;
+    if (!S || !scr) {
+        rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for the centroid scores");
+        goto out;
+    }
+    for (int t = 0; t < nth; t++) {
+        IvfScratch *w = &scr[t];
+        w->ps = malloc((size_t)L * sizeof *w->ps);
+        w->key = malloc((size_t)L * sizeof *w->key);
+        w->probe = malloc((size_t)(qmax * nprobe) * sizeof *w->probe);
+        w->nprb = malloc((size_t)qmax * sizeof *w->nprb);
+        w->heaps = malloc((size_t)qmax * sizeof *w->heaps);
+        w->hs = malloc((size_t)(qmax * cap) * sizeof *w->hs);
+        w->hi = malloc((size_t)(qmax * cap) * sizeof *w->hi);
+        w->fs = malloc((size_t)kk * sizeof *w->fs);
+        w->fi = malloc((size_t)kk * sizeof *w->fi);
+        w->qs = malloc((size_t)(qmax * d) * sizeof *w->qs);
+        w->qoff = malloc((size_t)qmax * sizeof *w->qoff);
+        w->icnt = malloc((size_t)(L + 1) * sizeof *w->icnt);
+        w->iq = malloc((size_t)(qmax * nprobe) * sizeof *w->iq);
+        if (!w->ps || !w->key || !w->probe || !w->nprb || !w->heaps || !w->hs || !w->hi ||
+            !w->fs || !w->fi || !w->qs || !w->qoff || !w->icnt || !w->iq) {
+            rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
+            goto out;
+        }
+    }
+    for (int64_t q0 = 0; q0 < nq; q0 += qbmax) {
+        int64_t qb = nq - q0 < qbmax ? nq - q0 : qbmax;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)qb, (int)L, d, 1.0f,
+                    Q + q0 * d, d, ix->centroids, d, 0.0f, S, (int)L);
+        IvfCtx c = {ix, Q + q0 * d, S, q0, qb, nprobe, k, kk, cap, ex, out_items, out_scores, scr};
+        ix_team_run(&team, search_share, &c);
+    }
+out:
+    ix_team_stop(&team);
+    if (scr)
+        for (int t = 0; t < nth; t++)
+            scratch_free(&scr[t]);
+    free(scr);
+    free(S);
+    return rc;
+}
+
+int ix_ivf_list_ranks(const MrIndex *ix, const float *Q, int64_t nq, const int64_t *want, int kw,
+                      int64_t *out, MrErr *e)
+{
+    int64_t L = ix->nlist, n = ix->n;
+    int d = ix->d;
+    int64_t *list_of = malloc((size_t)n * sizeof *list_of);
+    float *S = malloc((size_t)L * sizeof *S), *ps = malloc((size_t)L * sizeof *ps);
+    if (!list_of || !S || !ps) {
+        free(list_of);
+        free(S);
+        free(ps);
+        return mr_err_set(e, MR_ENOMEM, "ivf: no memory for list ranks");
+    }
+    for (int64_t j = 0; j < L; j++)
+        for (int64_t p = ix->list_off[j]; p < ix->list_off[j + 1]; p++)
+            list_of[ix->list_items[p]] = j;
+    for (int64_t q = 0; q < nq; q++) {
+        /* The same centroid dots as the search: sgemm of one row against the
+         * centroids (a block of one query gives the same values per element). */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, (int)L, d, 1.0f, Q + q * d, d,
+                    ix->centroids, d, 0.0f, S, (int)L);
+        probe_scores(ix, Q + q * d, S, ps);
+        for (int w = 0; w < kw; w++) {
+            int64_t it = want[q * kw + w];
+            if (it < 0 || it >= n) {
+                out[q * kw + w] = INT64_MAX;
+                continue;
+            }
+            int64_t lw = list_of[it], rank = 0;
+            for (int64_t j = 0; j < L; j++)
+                rank += ix_worse(ps[lw], lw, ps[j], j);
+            out[q * kw + w] = rank;
+        }
+    }
+    free(list_of);
+    free(S);
+    free(ps);
+    return MR_OK;
+}
