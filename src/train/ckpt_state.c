@@ -76,6 +76,34 @@ static int write_vocab(MrCkptWriter *w, MrComm *c, const char *name, const MrVoc
     return mr_ckpt_write_rows(w, path, MR_I64, v->size, 0, v->lo - 1, 1, n, v->count, e);
 }
 
+/* JSON list of the dense tensors inside params/dense: name (the reference's
+ * naming: q0.W, c1.b, r2.W ...), float offset and Keras shape. Lets h5py users
+ * and the parity test slice the fused buffer. */
+static char *dense_layout_json(const MrModelShape *sh)
+{
+    size_t cap = 256 + (size_t)(sh->nq + sh->nc + sh->nr) * 160;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    size_t k = (size_t)snprintf(out, cap, "[");
+    const MrDense *ls[3] = {sh->q, sh->c, sh->r};
+    int ns[3] = {sh->nq, sh->nc, sh->nr};
+    const char *pre = "qcr";
+    int first = 1;
+    for (int t = 0; t < 3; t++)
+        for (int l = 0; l < ns[t]; l++) {
+            const MrDense *L = &ls[t][l];
+            k += (size_t)snprintf(out + k, cap - k,
+                                  "%s{\"name\": \"%c%d.W\", \"offset\": %zu, \"shape\": [%d, %d]}, "
+                                  "{\"name\": \"%c%d.b\", \"offset\": %zu, \"shape\": [%d]}",
+                                  first ? "" : ", ", pre[t], l, L->w_off, L->in, L->out, pre[t], l,
+                                  L->b_off, L->out);
+            first = 0;
+        }
+    snprintf(out + k, cap - k, "]");
+    return out;
+}
+
 int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const MrState *s,
                        const MrDataset *d, int keep, char *saved, size_t saved_n, MrErr *e)
 {
@@ -106,6 +134,14 @@ int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const
     TRY(mr_ckpt_write_attr_i64(w, "epoch_batches", meta->epoch_batches, e));
     TRY(mr_ckpt_write_attr_f64(w, "train_seconds", meta->train_seconds, e));
     TRY(mr_ckpt_write_attr_str(w, "config", meta->config_json, e));
+    {
+        char *lay = dense_layout_json(&s->shape);
+        rc = lay ? mr_ckpt_write_attr_str(w, "dense_layout", lay, e)
+                 : mr_err_set(e, MR_ENOMEM, "out of memory");
+        free(lay);
+        if (rc)
+            goto fail;
+    }
     TRY(mr_ckpt_write_attr_str(w, "metrics", meta->metrics_jsonl ? meta->metrics_jsonl : "", e));
     TRY(write_vocab(w, c, "user", &d->users, e));
     TRY(write_vocab(w, c, "item", &d->items, e));
