@@ -19,12 +19,14 @@ static const char *help =
 
 void cli_print_data_summary(const struct MrDataSummary *s)
 {
+    char tok[64] = "";
+    if (s->tokens)
+        snprintf(tok, sizeof tok, ", %lld text tokens", (long long)s->tokens);
     mr_log(MR_LOG_INFO,
-           "data: %lld records (%lld train, %lld test), %lld users, %lld items%s%lld%s, "
-           "%lld bad records skipped, %lld duplicate (user,item) pairs",
+           "data: %lld records (%lld train, %lld test), %lld users, %lld items%s, %lld bad "
+           "records skipped, %lld duplicate (user,item) pairs",
            (long long)s->records, (long long)s->train_records, (long long)s->test_records,
-           (long long)s->users, (long long)s->items, s->tokens ? ", " : "",
-           (long long)s->tokens, s->tokens ? " text tokens" : "", (long long)s->bad_records,
+           (long long)s->users, (long long)s->items, tok, (long long)s->bad_records,
            (long long)s->duplicate_pairs);
     if (s->test_oov_users || s->test_oov_items)
         mr_log(MR_LOG_INFO,
