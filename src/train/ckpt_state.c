@@ -118,6 +118,7 @@ int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const
         if ((rc = (x)))                                                                            \
             goto fail;                                                                             \
     } while (0)
+    static const int64_t zero_off = 0;
     TRY(mr_ckpt_write_attr_str(w, "kind", "train", e));
     TRY(mr_ckpt_write_attr_i64(w, "step", meta->step, e));
     TRY(mr_ckpt_write_attr_i64(w, "epoch", meta->epoch, e));
@@ -149,8 +150,9 @@ int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const
         const MrTokenVocab *tv = &d->tokens;
         int64_t n = tv->size - 2;
         /* Small and identical on every rank: rank 0 writes it. */
-        TRY(mr_ckpt_write_strings(w, "vocab/text", n, 0, c->rank == 0 ? n : 0, tv->bytes, tv->off,
-                                  e));
+        /* Other ranks hold an empty range after rank 0's. */
+        TRY(mr_ckpt_write_strings(w, "vocab/text", n, c->rank == 0 ? 0 : n, c->rank == 0 ? n : 0,
+                                  tv->bytes, c->rank == 0 ? tv->off : &zero_off, e));
         TRY(mr_ckpt_write_root(w, "vocab/text/count", MR_I64, n, 0, tv->count, e));
     }
     TRY(mr_ckpt_write_root(w, "params/dense", MR_F32, (int64_t)s->shape.n_dense, 0,
