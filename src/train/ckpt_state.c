@@ -9,7 +9,7 @@
  *   /vocab/text/{bytes,offsets,count}              (with a text feature)
  *   /params/dense           [n_dense]             float32
  *   /params/{user,item,text} [rows x dim]          float32, by global row
- *   /optim/dense            [slots x n_dense]     float32
+ *   /optim/dense            [slots * n_dense]     float32, slot-major
  *   /optim/{user,item,text}/slot<k> [rows x dim]   float32, by global row
  *
  * Every array is stored by global index, so the file does not depend on P or on
@@ -157,10 +157,11 @@ int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const
     }
     TRY(mr_ckpt_write_root(w, "params/dense", MR_F32, (int64_t)s->shape.n_dense, 0,
                            s->model.params, e));
+    /* 1-D, slot-major: slots x n_dense values (empty for a model without dense
+     * layers, never a dangling [slots x 0] shape). */
     int slots = mr_optim_state_per_param(&s->opt);
-    if (slots)
-        TRY(mr_ckpt_write_root(w, "optim/dense", MR_F32, slots, (int64_t)s->shape.n_dense,
-                               s->dense_state, e));
+    TRY(mr_ckpt_write_root(w, "optim/dense", MR_F32, (int64_t)slots * (int64_t)s->shape.n_dense, 0,
+                           s->dense_state, e));
     TRY(write_table(w, c, &s->user, e));
     TRY(write_table(w, c, &s->item, e));
     if (s->has_text)
@@ -258,8 +259,15 @@ int mr_ckpt_state_load(MrCkptReader *r, MrComm *c, MrState *s, MrErr *e)
                           (long long)rows, s->shape.n_dense);
     if ((rc = mr_ckpt_read_all(r, "params/dense", MR_F32, s->model.params, e)))
         return rc;
-    int slots = mr_optim_state_per_param(&s->opt);
-    if (slots && (rc = mr_ckpt_read_all(r, "optim/dense", MR_F32, s->dense_state, e)))
+    int64_t want = (int64_t)mr_optim_state_per_param(&s->opt) * (int64_t)s->shape.n_dense;
+    if ((rc = mr_ckpt_dims(r, "optim/dense", &rows, &cols, e)))
+        return rc;
+    if (rows != want)
+        return mr_err_set(e, MR_EFORMAT,
+                          "optim/dense has %lld values, this optimizer needs %lld: the checkpoint "
+                          "was written with another optimizer",
+                          (long long)rows, (long long)want);
+    if (want && (rc = mr_ckpt_read_all(r, "optim/dense", MR_F32, s->dense_state, e)))
         return rc;
     int64_t ostep;
     if ((rc = mr_ckpt_read_attr_i64(r, "optimizer_step", &ostep, e)))

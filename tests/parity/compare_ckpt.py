@@ -23,6 +23,8 @@ def ckpt_tensors(path):
                             else meta["dense_layout"])
         dense = f["params/dense"][()]
         dstate = f["optim/dense"][()] if "optim/dense" in f else None
+        if dstate is not None and dense.size:
+            dstate = dstate.reshape(-1, dense.size)  # slot-major
         for t in layout:
             n = int(np.prod(t["shape"]))
             out["param/" + t["name"]] = dense[t["offset"]:t["offset"] + n].reshape(t["shape"])
