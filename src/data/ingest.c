@@ -34,6 +34,7 @@
 
 #define CHUNK (8 << 20)
 #define MAX_BAD_KEPT 16
+#define PEND 2048
 
 static const char *col_names[MR_NCOLS] = {"user", "item", "rating", "text", "timestamp"};
 
@@ -59,6 +60,16 @@ typedef struct Ing {
     int64_t n, cap, ntok, tok_cap;
     char *scratch;            /* tokenizer output */
     size_t scratch_cap;
+    /* Strings of records parsed but not yet interned (batched for prefetching):
+     * pointers into the parse buffer, or into `arena` for fields the reader
+     * unescaped into its scratch. Valid until the parse call returns. */
+    const char *buf_lo, *buf_hi;
+    int64_t npend;
+    const char *pend_p[2 * PEND];
+    uint32_t pend_l[2 * PEND];
+    uint32_t pend_id[2 * PEND];
+    char *arena;
+    size_t arena_len, arena_cap;
     int64_t n_bad;
     BadRec bad[MAX_BAD_KEPT];
     int n_bad_kept;
@@ -127,6 +138,79 @@ static int take_token(const char *tok, size_t len, void *ud)
     return 0;
 }
 
+/* Intern the pending users and items (records n - npend .. n-1). */
+static int flush_pending(Ing *g)
+{
+    int64_t m = g->npend;
+    if (!m)
+        return 0;
+    /* users at even slots, items at odd slots of pend_*: split into two runs */
+    const char *up[PEND], *ip[PEND];
+    uint32_t ul[PEND], il[PEND], uid[PEND], iid[PEND];
+    for (int64_t k = 0; k < m; k++) {
+        up[k] = g->pend_p[2 * k];
+        ul[k] = g->pend_l[2 * k];
+        ip[k] = g->pend_p[2 * k + 1];
+        il[k] = g->pend_l[2 * k + 1];
+    }
+    if (mr_strtab_intern_batch(&g->users, m, up, ul, uid) != 0 ||
+        mr_strtab_intern_batch(&g->items, m, ip, il, iid) != 0)
+        return -1;
+    int64_t first = g->n - m;
+    memcpy(g->u + first, uid, (size_t)m * sizeof *uid);
+    memcpy(g->it + first, iid, (size_t)m * sizeof *iid);
+    g->npend = 0;
+    g->arena_len = 0;
+    return 0;
+}
+
+static int outside(const Ing *g, const char *p, size_t len)
+{
+    return p < g->buf_lo || p + len > g->buf_hi;
+}
+
+static const char *arena_copy(Ing *g, const char *p, size_t len)
+{
+    char *q = g->arena + g->arena_len;
+    memcpy(q, p, len);
+    g->arena_len += len;
+    return q;
+}
+
+/* Queue the user and item strings of the record being added, copying those that
+ * do not live in the parse buffer (the reader unescaped them into its scratch).
+ * Room for both is made first, so a flush never splits a record's pair. */
+static int pend_record(Ing *g, const char *up, size_t ul, const char *ip, size_t il)
+{
+    if (ul > UINT32_MAX - 1 || il > UINT32_MAX - 1)
+        return -1;
+    size_t need = (outside(g, up, ul) ? ul : 0) + (outside(g, ip, il) ? il : 0);
+    if (g->arena_len + need > g->arena_cap) {
+        if (flush_pending(g) != 0) /* earlier copies must not move */
+            return -1;
+        size_t cap = g->arena_cap ? g->arena_cap : 1 << 16;
+        while (cap < need)
+            cap *= 2;
+        if (cap > g->arena_cap) {
+            char *a = realloc(g->arena, cap);
+            if (!a)
+                return -1;
+            g->arena = a;
+            g->arena_cap = cap;
+        }
+    }
+    if (outside(g, up, ul))
+        up = arena_copy(g, up, ul);
+    if (outside(g, ip, il))
+        ip = arena_copy(g, ip, il);
+    g->pend_p[2 * g->npend] = up;
+    g->pend_l[2 * g->npend] = (uint32_t)ul;
+    g->pend_p[2 * g->npend + 1] = ip;
+    g->pend_l[2 * g->npend + 1] = (uint32_t)il;
+    g->npend++;
+    return 0;
+}
+
 static const char *kind_name(MrValKind k)
 {
     switch (k) {
@@ -187,16 +271,13 @@ static int on_record(const MrRecord *rec, void *ud)
         return -1;
     }
     int64_t k = g->n;
-    int64_t uid = mr_strtab_intern(&g->users, f[MR_COL_USER].p, f[MR_COL_USER].len,
-                                   mr_strhash(f[MR_COL_USER].p, f[MR_COL_USER].len), NULL);
-    int64_t iid = mr_strtab_intern(&g->items, f[MR_COL_ITEM].p, f[MR_COL_ITEM].len,
-                                   mr_strhash(f[MR_COL_ITEM].p, f[MR_COL_ITEM].len), NULL);
-    if (uid < 0 || iid < 0) {
+    /* Count the record (g->n) only after its strings are queued; a flush inside
+     * pend_record covers the earlier records only. */
+    if (pend_record(g, f[MR_COL_USER].p, f[MR_COL_USER].len, f[MR_COL_ITEM].p,
+                    f[MR_COL_ITEM].len) != 0) {
         g->oom = 1;
         return -1;
     }
-    g->u[k] = (uint32_t)uid;
-    g->it[k] = (uint32_t)iid;
     g->rating[k] = (float)rating;
     if (g->has_ts)
         g->ts[k] = ts;
@@ -222,6 +303,10 @@ static int on_record(const MrRecord *rec, void *ud)
         g->tok_off[k + 1] = g->ntok;
     }
     g->n++;
+    if (g->npend == PEND && flush_pending(g) != 0) {
+        g->oom = 1;
+        return -1;
+    }
     return 0;
 }
 
@@ -276,6 +361,7 @@ static void ing_free(Ing *g)
     free(g->tok_off);
     free(g->tok);
     free(g->scratch);
+    free(g->arena);
 }
 
 /* Strings of a string table as pointer/length arrays (borrowed bytes). */
@@ -558,8 +644,15 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
             int at_eof = buf_off + (int64_t)len >= g.size;
             size_t consumed = 0;
             int64_t next_line = line;
+            g.buf_lo = buf;
+            g.buf_hi = buf + len;
             int stop = mr_reader_parse(rd, buf, len, buf_off, line, hi, at_eof, on_record, &g,
                                        &consumed, &next_line, &done);
+            /* Interned before the buffer moves (pending pointers point into it). */
+            if (!g.oom && flush_pending(&g) != 0)
+                g.oom = 1;
+            if (g.oom && !stop)
+                stop = -1;
             if (stop) {
                 if (g.oom)
                     rc = mr_err_set(e, MR_ENOMEM, "out of memory while parsing %s", g.path);
