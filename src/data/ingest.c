@@ -409,62 +409,91 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, const uint32
     return rc;
 }
 
-/* Duplicate (user, item) pairs: pairs are sent to the rank owning their hash; a
- * pair occurring m times contributes m - 1. */
+/* LSD radix sort of 64-bit keys, 16 bits per pass, skipping passes where every
+ * key has the same digit. */
+static int radix_u64(uint64_t *a, int64_t n)
+{
+    if (n < 2)
+        return 0;
+    uint64_t *orig = a, *b = malloc((size_t)n * sizeof *b);
+    int64_t *cnt = malloc((65536 + 1) * sizeof *cnt);
+    if (!b || !cnt) {
+        free(b);
+        free(cnt);
+        return -1;
+    }
+    for (int sh = 0; sh < 64; sh += 16) {
+        memset(cnt, 0, (65536 + 1) * sizeof *cnt);
+        for (int64_t i = 0; i < n; i++)
+            cnt[((a[i] >> sh) & 0xffff) + 1]++;
+        if (cnt[((a[0] >> sh) & 0xffff) + 1] == n)
+            continue;
+        for (int dgt = 0; dgt < 65536; dgt++)
+            cnt[dgt + 1] += cnt[dgt];
+        for (int64_t i = 0; i < n; i++)
+            b[cnt[(a[i] >> sh) & 0xffff]++] = a[i];
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    /* After an odd number of moves the sorted data is in the scratch buffer. */
+    if (a != orig) {
+        memcpy(orig, a, (size_t)n * sizeof *a);
+        b = a;
+    }
+    free(b);
+    free(cnt);
+    return 0;
+}
+
+/* Duplicate (user, item) pairs: a pair occurring m times contributes m - 1. Pairs
+ * go to the rank owning their hash as one 64-bit key (user << 32 | item; ids are
+ * below 2^32 per vocabulary in practice, and larger ids fall back to a mixed key
+ * whose rare collisions would only over-count), are radix-sorted there, and equal
+ * neighbours are counted. Sorting streams through memory; a hash set of millions
+ * of pairs would miss the cache on every insert. */
 static int count_duplicates(MrComm *c, const int64_t *u, const int64_t *it, int64_t n,
                             int64_t *dups, MrErr *e)
 {
     int P = c->size;
     int64_t *sn = calloc((size_t)P, 8), *rn = calloc((size_t)P, 8), *pos = calloc((size_t)P, 8);
-    int64_t *send = malloc((size_t)(2 * n + 1) * 8), *recv = NULL;
+    uint64_t *send = malloc((size_t)(n + 1) * 8), *recv = NULL;
     int rc = (sn && rn && pos && send) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
     if ((rc = mr_comm_agree(c, rc, e)))
         goto out;
+#define PAIR_KEY(x, y)                                                                             \
+    (((uint64_t)(x) < (1ULL << 32) && (uint64_t)(y) < (1ULL << 32))                                \
+         ? ((uint64_t)(x) << 32 | (uint64_t)(y))                                                   \
+         : mr_mix((uint64_t)(x), (uint64_t)(y)))
     for (int64_t i = 0; i < n; i++)
-        sn[mr_mix((uint64_t)u[i], (uint64_t)it[i]) % (uint64_t)P]++;
+        sn[mr_splitmix64(PAIR_KEY(u[i], it[i])) % (uint64_t)P]++;
     for (int q = 1; q < P; q++)
         pos[q] = pos[q - 1] + sn[q - 1];
     for (int64_t i = 0; i < n; i++) {
-        int q = (int)(mr_mix((uint64_t)u[i], (uint64_t)it[i]) % (uint64_t)P);
-        send[2 * pos[q]] = u[i];
-        send[2 * pos[q] + 1] = it[i];
-        pos[q]++;
+        uint64_t k = PAIR_KEY(u[i], it[i]);
+        send[pos[mr_splitmix64(k) % (uint64_t)P]++] = k;
     }
+#undef PAIR_KEY
     for (int q = 0; q < P; q++)
-        sn[q] *= 16;
+        sn[q] *= 8;
     if ((rc = mr_comm_alltoall_i64(c, sn, rn, e)))
         goto out;
     int64_t nr = 0;
     for (int q = 0; q < P; q++)
-        nr += rn[q] / 16;
-    recv = malloc((size_t)(2 * nr + 1) * 8);
-    int64_t cap = 64;
-    while (cap < 2 * nr)
-        cap *= 2;
-    int64_t *tab = malloc((size_t)cap * 16);
-    rc = (recv && tab) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicates");
-    if ((rc = mr_comm_agree(c, rc, e)) || (rc = mr_comm_alltoallv(c, send, sn, recv, rn, e))) {
-        free(tab);
+        nr += rn[q] / 8;
+    recv = malloc((size_t)(nr + 1) * 8);
+    rc = recv ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicates");
+    if ((rc = mr_comm_agree(c, rc, e)) || (rc = mr_comm_alltoallv(c, send, sn, recv, rn, e)))
         goto out;
-    }
-    memset(tab, 0xff, (size_t)cap * 16);
+    free(send);
+    send = NULL;
+    if (radix_u64(recv, nr) != 0)
+        rc = mr_err_set(e, MR_ENOMEM, "out of memory counting duplicates");
+    if ((rc = mr_comm_agree(c, rc, e)))
+        goto out;
     int64_t d = 0;
-    for (int64_t k = 0; k < nr; k++) {
-        int64_t a = recv[2 * k], b = recv[2 * k + 1];
-        uint64_t h = mr_mix((uint64_t)a * 0x9E3779B97F4A7C15ULL, (uint64_t)b);
-        for (int64_t j = (int64_t)(h & (uint64_t)(cap - 1));; j = (j + 1) & (cap - 1)) {
-            if (tab[2 * j] == -1) {
-                tab[2 * j] = a;
-                tab[2 * j + 1] = b;
-                break;
-            }
-            if (tab[2 * j] == a && tab[2 * j + 1] == b) {
-                d++;
-                break;
-            }
-        }
-    }
-    free(tab);
+    for (int64_t k = 1; k < nr; k++)
+        d += recv[k] == recv[k - 1];
     if ((rc = mr_comm_allreduce_i64(c, &d, 1, MR_SUM, e)))
         goto out;
     *dups = d;
