@@ -79,7 +79,7 @@ typedef struct LineReader {
 static int lr_next(LineReader *r, int may_block, const char **line, size_t *len)
 {
     for (;;) {
-        char *nl = memchr(r->buf + r->beg, '\n', r->end - r->beg);
+        char *nl = r->end > r->beg ? memchr(r->buf + r->beg, '\n', r->end - r->beg) : NULL;
         if (nl) {
             *line = r->buf + r->beg;
             *len = (size_t)(nl - (r->buf + r->beg));

@@ -119,8 +119,10 @@ int mr_serve_resolve_checkpoint(const char *arg, char *out, size_t n, MrErr *e)
     if (rc)
         return rc;
     if (stat(target, &st) != 0)
-        return mr_err_set(e, MR_EIO, "checkpoint %s (named by %s): cannot open: %s", target, arg,
-                          strerror(errno));
+        return mr_err_set(e, MR_EIO,
+                          "checkpoint %s: not an HDF5 file; read as a `latest` pointer it names "
+                          "%s, which cannot be opened: %s",
+                          arg, target, strerror(errno));
     if (snprintf(out, n, "%s", target) >= (int)n)
         return mr_err_set(e, MR_EIO, "path too long: %s", target);
     return MR_OK;
@@ -222,8 +224,6 @@ int mr_serve_run_config(MrComm *c, const char *ckpt_arg, const char *config_path
     for (int i = 0; i < nsets; i++)
         if ((rc = mr_config_set(cfg, sets[i], e)))
             goto out;
-    if ((rc = mr_config_validate(cfg, e)))
-        goto out;
     char key[128];
     if (!mr_config_resume_compatible(&saved, cfg, key, sizeof key)) {
         rc = mr_err_set(e, MR_ECONFIG,
@@ -233,6 +233,8 @@ int mr_serve_run_config(MrComm *c, const char *ckpt_arg, const char *config_path
                         key, info->path);
         goto out;
     }
+    if ((rc = mr_config_validate(cfg, e)))
+        goto out;
     if (mr_config_model_hash(cfg) != m.model_hash)
         rc = mr_err_set(e, MR_EFORMAT,
                         "checkpoint %s: its config does not give the model hash stored with it "

@@ -55,6 +55,53 @@ struct MrServer {
     int has_seen;
 };
 
+/* ---- reading table rows ---------------------------------------------------------- */
+
+typedef struct RowPos {
+    int64_t row, pos;
+} RowPos;
+
+static int cmp_rowpos(const void *a, const void *b)
+{
+    const RowPos *x = a, *y = b;
+    return x->row < y->row ? -1 : x->row > y->row ? 1 : (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* Rows rows[0..n) (any order, repeats allowed) of the float table `path` with D
+ * columns into out [n x D]: the distinct rows are sorted and read as runs of
+ * consecutive rows with mr_ckpt_read_rows, so no more than the requested rows
+ * are read. (mr_ckpt_read_row_list would coalesce nearby rows, but it sizes its
+ * staging buffer for n rows and can overrun it when they are spread out.) */
+static int read_row_set(MrCkptReader *r, const char *path, int D, const int64_t *rows, int64_t n,
+                        float *out, MrErr *e)
+{
+    if (n == 0)
+        return MR_OK;
+    RowPos *ref = malloc((size_t)n * sizeof *ref);
+    float *tmp = malloc((size_t)(n * D) * sizeof *tmp);
+    int rc = ref && tmp ? MR_OK : mr_err_set(e, MR_ENOMEM, "out of memory reading %s", path);
+    for (int64_t i = 0; !rc && i < n; i++) {
+        ref[i].row = rows[i];
+        ref[i].pos = i;
+    }
+    if (!rc)
+        qsort(ref, (size_t)n, sizeof *ref, cmp_rowpos);
+    for (int64_t i = 0; !rc && i < n;) {
+        int64_t a = ref[i].row, b = a + 1, j = i + 1;
+        while (j < n && ref[j].row <= b) {
+            b = ref[j].row + 1;
+            j++;
+        }
+        rc = mr_ckpt_read_rows(r, path, MR_F32, a, 1, b - a, tmp, e);
+        for (int64_t k = i; !rc && k < j; k++)
+            memcpy(out + ref[k].pos * D, tmp + (ref[k].row - a) * D, (size_t)D * sizeof *out);
+        i = j;
+    }
+    free(ref);
+    free(tmp);
+    return rc;
+}
+
 /* ---- lifecycle ---------------------------------------------------------------- */
 
 void mr_server_close(MrServer **ps)
@@ -152,7 +199,7 @@ static int check_weights(MrServer *s, MrErr *e)
     int rc = x && c ? MR_OK : mr_err_set(e, MR_ENOMEM, "out of memory");
     for (int64_t j = 0; j < n; j++)
         rows[j] = 1 + j * s->V / n; /* index item rows[j] - 1 */
-    if (!rc && (rc = mr_ckpt_read_row_list(s->r, "params/item", MR_F32, rows, n, x, e)))
+    if (!rc && (rc = read_row_set(s->r, "params/item", sh->D, rows, n, x, e)))
         mr_err_prefix(e, "checkpoint %s", s->info.ckpt_path);
     if (!rc)
         rc = mr_model_candidate_forward(&s->model, x, n, c, &s->w, e);
@@ -219,11 +266,38 @@ static int load_text(MrServer *s, MrErr *e)
     return MR_OK;
 }
 
+/* An index file has no mpirec user block; a file that has one was written by the
+ * checkpoint module (a checkpoint, a seen file): say which kind it is. */
+static int not_an_index(const char *path, MrErr *e)
+{
+    unsigned char b[16];
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return MR_OK; /* mr_index_load reports it */
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    if (n < 11 || memcmp(b, "MPIREC-FILE", 11) != 0)
+        return MR_OK;
+    MrCkptReport rep;
+    MrErr e2;
+    mr_ckpt_inspect(path, 0, &rep, &e2);
+    int ckpt = strcmp(rep.magic, MR_CKPT_MAGIC) == 0;
+    int rc = mr_err_set(e, MR_EFORMAT,
+                        "index file '%s' is %s '%s' file, not an index%s: pass the index.h5 of a "
+                        "run, or a file written by `mpirec index`",
+                        path, ckpt ? "a checkpoint," : "an", rep.magic[0] ? rep.magic : "mpirec",
+                        ckpt ? " (give it as --checkpoint)" : "");
+    mr_ckpt_report_free(&rep);
+    return rc;
+}
+
 static int open_impl(MrServer *s, const char *index_path, const char *ckpt_arg, unsigned flags,
                      MrErr *e)
 {
     snprintf(s->info.index_path, sizeof s->info.index_path, "%s", index_path);
-    int rc = mr_index_load(&s->ix, index_path, e);
+    int rc = not_an_index(index_path, e);
+    if (!rc)
+        rc = mr_index_load(&s->ix, index_path, e);
     if (rc)
         return rc;
     if (!ckpt_arg || !*ckpt_arg) {
@@ -464,7 +538,7 @@ static int run_batch(MrServer *s, Scratch *x, const MrServeRequest *req, int64_t
         nt += a.n;
     }
     x->tok_off[nb] = nt;
-    if ((rc = mr_ckpt_read_row_list(s->r, "params/user", MR_F32, x->uid, nb, x->urows, e)))
+    if ((rc = read_row_set(s->r, "params/user", sh->D, x->uid, nb, x->urows, e)))
         return mr_err_prefix(e, "checkpoint %s", s->info.ckpt_path);
     MrBatchView bv;
     memset(&bv, 0, sizeof bv);
