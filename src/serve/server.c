@@ -467,7 +467,7 @@ typedef struct Scratch {
     size_t ts_cap;
     int64_t *excl_off, *excl;
     size_t excl_cap;
-    int64_t *ritems;
+    int64_t *ritems, *short_q;
     float *rscores, *Qr, *Cr, *pred;
     RankRef *ref;
 } Scratch;
@@ -484,6 +484,7 @@ static void scratch_free(Scratch *x)
     free(x->excl_off);
     free(x->excl);
     free(x->ritems);
+    free(x->short_q);
     free(x->rscores);
     free(x->Qr);
     free(x->Cr);
@@ -504,6 +505,56 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     *p = q;
     *cap = c;
     return 0;
+}
+
+/* An ivf search returns only what the probed lists hold: after exclusions that
+ * can be fewer than N items although the index has enough. Those queries (few,
+ * typically) are answered again by exact search, so a short list always means
+ * that no more items exist. */
+static int ivf_shortfall(MrServer *s, Scratch *x, int64_t nb, int N, const MrExclusions *ex,
+                         MrErr *e)
+{
+    int d = s->ix.d, rc = MR_OK;
+    int64_t m = 0, ne = 0;
+    for (int64_t j = 0; j < nb; j++) {
+        int64_t nex = ex ? ex->excl_off[j + 1] - ex->excl_off[j] : 0;
+        int64_t want = s->ix.n - nex < N ? s->ix.n - nex : N;
+        if (x->ritems[j * N + (want > 0 ? want - 1 : 0)] < 0 && want > 0) {
+            x->short_q[m++] = j;
+            ne += nex;
+        }
+    }
+    if (m == 0)
+        return MR_OK;
+    float *Q = malloc((size_t)(m * d) * sizeof *Q);
+    int64_t *off = malloc((size_t)(m + 1) * sizeof *off), *exl = malloc((size_t)(ne + 1) * 8);
+    int64_t *it = malloc((size_t)(m * N) * sizeof *it);
+    float *sc = malloc((size_t)(m * N) * sizeof *sc);
+    if (!Q || !off || !exl || !it || !sc)
+        rc = mr_err_set(e, MR_ENOMEM, "out of memory");
+    for (int64_t i = 0, t = 0; !rc && i < m; i++) {
+        int64_t j = x->short_q[i];
+        memcpy(Q + i * d, x->Q + j * d, (size_t)d * sizeof *Q);
+        off[i] = t;
+        if (ex)
+            for (int64_t a = ex->excl_off[j]; a < ex->excl_off[j + 1]; a++)
+                exl[t++] = ex->excl[a];
+        off[i + 1] = t;
+    }
+    MrExclusions sub = {off, exl};
+    if (!rc)
+        rc = mr_index_search_exact(&s->ix, Q, m, N, ex ? &sub : NULL, it, sc, e);
+    for (int64_t i = 0; !rc && i < m; i++) {
+        int64_t j = x->short_q[i];
+        memcpy(x->ritems + j * N, it + i * N, (size_t)N * sizeof *it);
+        memcpy(x->rscores + j * N, sc + i * N, (size_t)N * sizeof *sc);
+    }
+    free(Q);
+    free(off);
+    free(exl);
+    free(it);
+    free(sc);
+    return rc;
 }
 
 /* Queries [0, nb) of the batch starting at req. */
@@ -573,6 +624,8 @@ static int run_batch(MrServer *s, Scratch *x, const MrServeRequest *req, int64_t
         exp = &ex;
     }
     if ((rc = mr_index_search(&s->ix, x->Q, nb, N, p->nprobe, exp, x->ritems, x->rscores, e)))
+        return rc;
+    if (s->ix.p.kind == MR_INDEX_IVF && (rc = ivf_shortfall(s, x, nb, N, exp, e)))
         return rc;
     /* rerank: the rating MLP over every (query, retrieved item) pair in one pass */
     int64_t np = 0;
@@ -650,9 +703,10 @@ int mr_server_recommend(MrServer *s, const MrServeRequest *req, int64_t nq,
     x.excl_off = malloc((size_t)(cap + 2) * sizeof *x.excl_off);
     x.ritems = malloc((size_t)((cap + 1) * N) * sizeof *x.ritems);
     x.rscores = malloc((size_t)((cap + 1) * N) * sizeof *x.rscores);
+    x.short_q = malloc((size_t)(cap + 1) * sizeof *x.short_q);
     int rc = MR_OK;
     if (!x.uid || !x.uslot || !x.urows || !x.Q || !x.tok_off || !x.excl_off || !x.ritems ||
-        !x.rscores)
+        !x.rscores || !x.short_q)
         rc = mr_err_set(e, MR_ENOMEM, "out of memory for a batch of %lld queries",
                         (long long)cap);
     if (!rc && p->rerank) {
