@@ -23,7 +23,7 @@
     do {                                                                                           \
         const char *m_ = (msg);                                                                    \
         if (!strstr(m_, (needle)))                                                                 \
-            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                       \
+            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                         \
         CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
     } while (0)
 
@@ -70,8 +70,9 @@ static void test_parse_json(void)
 {
     MrServeRequest r;
     MrErr e;
-    const char *l1 = "{\"x\": [1, {\"a\": [true, null]}], \"user\": \"u\\\"1\\u00e9\\ud83d\\ude00\","
-                     " \"text\": \"Great \\n cable!\", \"n\": -1.5e3}";
+    const char *l1 =
+        "{\"x\": [1, {\"a\": [true, null]}], \"user\": \"u\\\"1\\u00e9\\ud83d\\ude00\","
+        " \"text\": \"Great \\n cable!\", \"n\": -1.5e3}";
     CU_ASSERT_EQUAL_FATAL(mr_serve_parse_request(l1, strlen(l1), "text", &r, &e), MR_OK);
     CU_ASSERT_STRING_EQUAL(r.user, "u\"1\xc3\xa9\xf0\x9f\x98\x80");
     CU_ASSERT_EQUAL(r.user_len, 9);
@@ -367,8 +368,7 @@ static void test_roundtrip(void)
     unsigned f6[NU + 1];
     CU_ASSERT_EQUAL_FATAL(mr_server_recommend(s, req, NU + 1, &p6, it6, sc6, NULL, c6, f6, &e),
                           MR_OK);
-    CU_ASSERT_EQUAL_FATAL(mr_server_recommend(s, req, NU + 1, &pr, it, sc, ra, cnt, fl, &e),
-                          MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_server_recommend(s, req, NU + 1, &pr, it, sc, ra, cnt, fl, &e), MR_OK);
     for (int u = 0; u <= NU; u++) {
         CU_ASSERT_EQUAL(cnt[u], 3);
         for (int a = 0; a < 3; a++) {

@@ -34,7 +34,7 @@ typedef struct MrServeCkptInfo {
     char path[MR_PATH_MAX]; /* the resolved checkpoint file */
     int64_t step, epoch, batch;
     uint64_t model_hash;
-    int64_t ranks;          /* P at save */
+    int64_t ranks; /* P at save */
 } MrServeCkptInfo;
 
 /* ---- checkpoints (no MPI) --------------------------------------------------- */
@@ -60,8 +60,8 @@ int mr_serve_seen_path(const char *index_path, char *out, size_t n, MrErr *e);
  * model: a changed model key is MR_ECONFIG naming it. Resolves ckpt_arg and fills
  * info. Rank 0 reads the file; Collective. */
 int mr_serve_run_config(MrComm *c, const char *ckpt_arg, const char *config_path,
-                        const char *const *sets, int nsets, MrConfig *cfg,
-                        MrServeCkptInfo *info, MrErr *e);
+                        const char *const *sets, int nsets, MrConfig *cfg, MrServeCkptInfo *info,
+                        MrErr *e);
 /* Load the checkpoint info->path into a fresh state for the ingested dataset d
  * (any P, any sharding: tables are read by global row) and evaluate it exactly as
  * training does (mr_evaluate): test split into *test, and the training split into
@@ -78,9 +78,9 @@ int mr_serve_build_index(MrComm *c, const MrConfig *cfg, const MrDataset *d,
 /* ---- requests (no MPI) ------------------------------------------------------- */
 
 typedef struct MrServeRequest {
-    char *user;        /* malloc'd, NUL-terminated (may contain no NUL itself) */
+    char *user; /* malloc'd, NUL-terminated (may contain no NUL itself) */
     size_t user_len;
-    char *text;        /* malloc'd; NULL when the request has no text */
+    char *text; /* malloc'd; NULL when the request has no text */
     size_t text_len;
 } MrServeRequest;
 
@@ -90,8 +90,8 @@ typedef struct MrServeRequest {
  * otherwise a plain user id with surrounding ASCII blanks removed. MR_EDATA with
  * the reason (and byte offset) for a malformed line or a missing user. r is
  * always safe to free. */
-int mr_serve_parse_request(const char *line, size_t len, const char *text_field,
-                           MrServeRequest *r, MrErr *e);
+int mr_serve_parse_request(const char *line, size_t len, const char *text_field, MrServeRequest *r,
+                           MrErr *e);
 void mr_serve_request_free(MrServeRequest *r);
 /* Append s[0..n) to the growable buffer (*buf, *len, *cap; *buf may start NULL)
  * as a quoted JSON string: '"' and '\\' escaped, control bytes as \n, \t, \u00XX,
@@ -107,8 +107,8 @@ int mr_serve_buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, .
 typedef struct MrServer MrServer;
 
 enum {
-    MR_SERVE_LOAD_SEEN = 1,   /* open the exclude-seen file of the index */
-    MR_SERVE_LOAD_RATING = 2  /* the rating head is needed (rerank): MR_EUSAGE without one */
+    MR_SERVE_LOAD_SEEN = 1,  /* open the exclude-seen file of the index */
+    MR_SERVE_LOAD_RATING = 2 /* the rating head is needed (rerank): MR_EUSAGE without one */
 };
 
 /* Per-query flags of a result. */
@@ -128,10 +128,10 @@ typedef struct MrServeParams {
 typedef struct MrServerInfo {
     char index_path[MR_PATH_MAX];
     char ckpt_path[MR_PATH_MAX];
-    char seen_path[MR_PATH_MAX];   /* "" when not loaded */
-    int64_t step;                  /* checkpoint step */
-    int64_t items, users;          /* vocabulary sizes (without OOV) */
-    int dim;                       /* embedding dim of the index */
+    char seen_path[MR_PATH_MAX]; /* "" when not loaded */
+    int64_t step;                /* checkpoint step */
+    int64_t items, users;        /* vocabulary sizes (without OOV) */
+    int dim;                     /* embedding dim of the index */
     int has_text, has_rating;
     int64_t seen_pairs, seen_bytes; /* exclude-seen data (0 when not loaded) */
 } MrServerInfo;
@@ -151,9 +151,9 @@ void mr_server_close(MrServer **s);
  * items returned, flags [nq] (MR_SERVE_*). With rerank N, the top N by retrieval
  * score (after exclusions) are ordered by predicted rating (ties: retrieval
  * order) and the first k returned with their retrieval scores and ratings. */
-int mr_server_recommend(MrServer *s, const MrServeRequest *req, int64_t nq,
-                        const MrServeParams *p, int64_t *items, float *scores, float *ratings,
-                        int *count, unsigned *flags, MrErr *e);
+int mr_server_recommend(MrServer *s, const MrServeRequest *req, int64_t nq, const MrServeParams *p,
+                        int64_t *items, float *scores, float *ratings, int *count, unsigned *flags,
+                        MrErr *e);
 
 /* Queries */
 const MrServerInfo *mr_server_info(const MrServer *s);

@@ -48,8 +48,9 @@ static int metrics_line(char **o, size_t *ol, size_t *oc, const MrServeCkptInfo 
     if (m->has_rmse && !bad)
         bad = mr_serve_buf_printf(o, ol, oc, ", \"rmse\": %.9g", m->rmse);
     return bad ||
-           mr_serve_buf_printf(o, ol, oc, ", \"examples\": %lld, \"seconds\": %.3f, "
-                                          "\"checkpoint\": ",
+           mr_serve_buf_printf(o, ol, oc,
+                               ", \"examples\": %lld, \"seconds\": %.3f, "
+                               "\"checkpoint\": ",
                                (long long)m->n, secs) ||
            mr_serve_json_string(o, ol, oc, info->path, strlen(info->path)) ||
            mr_serve_buf_printf(o, ol, oc, "}\n");
@@ -83,7 +84,8 @@ int cmd_eval(int argc, char **argv)
                 rc = mr_err_set(&e, MR_EUSAGE, "--checkpoint needs a checkpoint");
         } else if (!strcmp(a, "--split")) {
             split = i + 1 < argc ? argv[++i] : NULL;
-            if (!split || (strcmp(split, "test") && strcmp(split, "train") && strcmp(split, "both")))
+            if (!split ||
+                (strcmp(split, "test") && strcmp(split, "train") && strcmp(split, "both")))
                 rc = mr_err_set(&e, MR_EUSAGE, "--split needs test, train or both");
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             verbose = 0;
@@ -94,8 +96,9 @@ int cmd_eval(int argc, char **argv)
         }
     }
     if (!rc && (!out || !ckpt))
-        rc = mr_err_set(&e, MR_EUSAGE, "--checkpoint CKPT and --out DIR are required (see "
-                                       "mpirec eval --help)");
+        rc = mr_err_set(&e, MR_EUSAGE,
+                        "--checkpoint CKPT and --out DIR are required (see "
+                        "mpirec eval --help)");
     if (rc) {
         fprintf(stderr, "mpirec eval: %s\n", e.msg);
         return rc;
@@ -118,8 +121,9 @@ int cmd_eval(int argc, char **argv)
                (long long)info.step, cfg.data.path, comm.size, comm.size == 1 ? "" : "s");
         rc = mr_ingest(&d, &comm, &cfg, &e);
         if (rc)
-            mr_err_prefix(&e, "re-reading the data of checkpoint %s (pass --set data.path=FILE if "
-                              "it moved)",
+            mr_err_prefix(&e,
+                          "re-reading the data of checkpoint %s (pass --set data.path=FILE if "
+                          "it moved)",
                           info.path);
     }
     if (!rc && comm.rank == 0)

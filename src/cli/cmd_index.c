@@ -115,8 +115,9 @@ int cmd_index(int argc, char **argv)
         }
     }
     if (!rc && (!out || !ckpt))
-        rc = mr_err_set(&e, MR_EUSAGE, "--checkpoint CKPT and --out FILE are required (see "
-                                       "mpirec index --help)");
+        rc = mr_err_set(&e, MR_EUSAGE,
+                        "--checkpoint CKPT and --out FILE are required (see "
+                        "mpirec index --help)");
     char kind_set[32];
     const char *sets[CLI_MAX_SETS + 1];
     int nsets = ca.nsets;
@@ -155,8 +156,9 @@ int cmd_index(int argc, char **argv)
                (long long)info.step, cfg.data.path);
         rc = mr_ingest(&d, &comm, &cfg, &e);
         if (rc)
-            mr_err_prefix(&e, "re-reading the training data of checkpoint %s (pass --set "
-                              "data.path=FILE if it moved)",
+            mr_err_prefix(&e,
+                          "re-reading the training data of checkpoint %s (pass --set "
+                          "data.path=FILE if it moved)",
                           info.path);
     }
     if (!rc && comm.rank == 0)

@@ -130,9 +130,9 @@ static int lr_next(LineReader *r, int may_block, const char **line, size_t *len)
 /* ---- one batch ---- */
 
 typedef struct Slot {
-    int64_t line;        /* input line number (1-based) */
-    char *error;         /* parse error, or NULL */
-    int64_t q;           /* index into the batch's valid requests */
+    int64_t line; /* input line number (1-based) */
+    char *error;  /* parse error, or NULL */
+    int64_t q;    /* index into the batch's valid requests */
 } Slot;
 
 typedef struct Batch {
@@ -154,8 +154,7 @@ static void batch_clear(Batch *b)
     b->n = b->nvalid = 0;
 }
 
-static int append_floats(char **o, size_t *ol, size_t *oc, const char *name, const float *v,
-                         int n)
+static int append_floats(char **o, size_t *ol, size_t *oc, const char *name, const float *v, int n)
 {
     int bad = mr_serve_buf_printf(o, ol, oc, ", \"%s\": [", name);
     for (int a = 0; a < n && !bad; a++)
@@ -182,8 +181,8 @@ static int flush_batch(MrServer *srv, Batch *b, const MrServeParams *p, int64_t 
         const Slot *s = &b->slot[i];
         if (s->error) {
             (*bad_lines)++;
-            bad = mr_serve_buf_printf(&o, &ol, &oc, "{\"line\": %lld, \"error\": ",
-                                      (long long)s->line) ||
+            bad = mr_serve_buf_printf(&o, &ol, &oc,
+                                      "{\"line\": %lld, \"error\": ", (long long)s->line) ||
                   mr_serve_json_string(&o, &ol, &oc, s->error, strlen(s->error)) ||
                   mr_serve_buf_printf(&o, &ol, &oc, "}\n");
             continue;
@@ -341,10 +340,9 @@ int cmd_recommend(int argc, char **argv)
     }
     double t0 = now_s();
     MrServer *srv = NULL;
-    rc = mr_server_open(&srv, index, ckpt,
-                        (p.exclude_seen ? MR_SERVE_LOAD_SEEN : 0) |
-                            (p.rerank ? MR_SERVE_LOAD_RATING : 0),
-                        &e);
+    rc = mr_server_open(
+        &srv, index, ckpt,
+        (p.exclude_seen ? MR_SERVE_LOAD_SEEN : 0) | (p.rerank ? MR_SERVE_LOAD_RATING : 0), &e);
     Batch b;
     memset(&b, 0, sizeof b);
     int64_t nq = 0, bad_lines = 0;
@@ -362,8 +360,9 @@ int cmd_recommend(int argc, char **argv)
                     "answer has at most %lld items and says \"k_clamped\": true\n",
                     p.k, (long long)in->items, (long long)in->items);
         if (p.rerank > in->items)
-            fprintf(stderr, "mpirec recommend: --rerank %d is larger than the %lld items of the "
-                            "index: all of them are re-ranked\n",
+            fprintf(stderr,
+                    "mpirec recommend: --rerank %d is larger than the %lld items of the "
+                    "index: all of them are re-ranked\n",
                     p.rerank, (long long)in->items);
         b.cap = user ? 1 : batch;
         b.slot = calloc((size_t)b.cap, sizeof *b.slot);
@@ -426,8 +425,8 @@ int cmd_recommend(int argc, char **argv)
     }
     double secs = now_s() - t0 - t_open;
     if (!rc)
-        mr_log(MR_LOG_INFO, "recommend: %lld requests in %.3f s (%.0f per second)%s",
-               (long long)nq, secs, secs > 0 ? (double)nq / secs : 0.0,
+        mr_log(MR_LOG_INFO, "recommend: %lld requests in %.3f s (%.0f per second)%s", (long long)nq,
+               secs, secs > 0 ? (double)nq / secs : 0.0,
                bad_lines ? ", some malformed (see the \"error\" lines)" : "");
     batch_clear(&b);
     free(b.slot);

@@ -104,8 +104,9 @@ int mr_serve_resolve_checkpoint(const char *arg, char *out, size_t n, MrErr *e)
         if (rc)
             return rc;
         if (!out[0])
-            return mr_err_set(e, MR_EIO, "%s holds no usable checkpoint (no `latest`, no valid "
-                                         "ckpt-<step>.h5)%s%s",
+            return mr_err_set(e, MR_EIO,
+                              "%s holds no usable checkpoint (no `latest`, no valid "
+                              "ckpt-<step>.h5)%s%s",
                               dir, skipped[0] ? "; skipped: " : "", skipped);
         return MR_OK;
     }
@@ -177,8 +178,8 @@ static int bcast_text(MrComm *c, char **text, int rc, MrErr *e)
 }
 
 int mr_serve_run_config(MrComm *c, const char *ckpt_arg, const char *config_path,
-                        const char *const *sets, int nsets, MrConfig *cfg,
-                        MrServeCkptInfo *info, MrErr *e)
+                        const char *const *sets, int nsets, MrConfig *cfg, MrServeCkptInfo *info,
+                        MrErr *e)
 {
     memset(info, 0, sizeof *info);
     char *saved_text = NULL, *file_text = NULL;
@@ -283,8 +284,7 @@ static int load_state(MrComm *c, const MrConfig *cfg, const MrDataset *d,
 }
 
 /* Item training frequencies, as the trainer computes them for the logQ option. */
-static int item_counts(MrComm *c, const MrConfig *cfg, const MrDataset *d, int64_t **out,
-                       MrErr *e)
+static int item_counts(MrComm *c, const MrConfig *cfg, const MrDataset *d, int64_t **out, MrErr *e)
 {
     *out = NULL;
     if (!cfg->loss.logq)
@@ -338,8 +338,9 @@ int mr_serve_build_index(MrComm *c, const MrConfig *cfg, const MrDataset *d,
     memset(&s, 0, sizeof s);
     int rc = load_state(c, cfg, d, info, &s, e);
     if (!rc && cfg->model.task == MR_TASK_RANKING)
-        mr_log(MR_LOG_WARN, "checkpoint %s is a ranking model: its towers were not trained for "
-                            "retrieval by dot product, so the index ranks items poorly",
+        mr_log(MR_LOG_WARN,
+               "checkpoint %s is a ranking model: its towers were not trained for "
+               "retrieval by dot product, so the index ranks items poorly",
                info->path);
     if (!rc)
         rc = mr_export_index(c, cfg, d, &s, out, info->path, info->step, e);

@@ -21,12 +21,12 @@ int serve_read_ckpt_meta(MrCkptReader *r, const char *path, MrServeCkptMeta *m, 
 
 /* The exclude-seen data of an index, decoded into an in-memory CSR. */
 typedef struct ServeSeen {
-    int64_t users;      /* U: rows 1..U (row 0, OOV, is empty) */
-    int64_t items;      /* V */
+    int64_t users; /* U: rows 1..U (row 0, OOV, is empty) */
+    int64_t items; /* V */
     int64_t pairs;
     int64_t file_bytes;
-    int64_t *off;       /* [U + 2] items of user u: item[off[u] .. off[u+1]) */
-    int64_t *item;      /* [pairs] index items, ascending per user */
+    int64_t *off;  /* [U + 2] items of user u: item[off[u] .. off[u+1]) */
+    int64_t *item; /* [pairs] index items, ascending per user */
 } ServeSeen;
 
 /* Open, verify and decode the seen file `path`; it must belong to the checkpoint

@@ -110,16 +110,35 @@ static int string(Rd *r, char **out, size_t *olen)
         char esc = *r->p++;
         unsigned cp = 0;
         switch (esc) {
-        case '"': PUT('"'); continue;
-        case '\\': PUT('\\'); continue;
-        case '/': PUT('/'); continue;
-        case 'b': PUT('\b'); continue;
-        case 'f': PUT('\f'); continue;
-        case 'n': PUT('\n'); continue;
-        case 'r': PUT('\r'); continue;
-        case 't': PUT('\t'); continue;
-        case 'u': break;
-        default: rc = bad(r, "unknown escape"); break;
+        case '"':
+            PUT('"');
+            continue;
+        case '\\':
+            PUT('\\');
+            continue;
+        case '/':
+            PUT('/');
+            continue;
+        case 'b':
+            PUT('\b');
+            continue;
+        case 'f':
+            PUT('\f');
+            continue;
+        case 'n':
+            PUT('\n');
+            continue;
+        case 'r':
+            PUT('\r');
+            continue;
+        case 't':
+            PUT('\t');
+            continue;
+        case 'u':
+            break;
+        default:
+            rc = bad(r, "unknown escape");
+            break;
         }
         if (rc || (rc = hex4(r, &cp)))
             break;
@@ -225,10 +244,14 @@ static int skip_value(Rd *r, int depth)
     const char *a, *b;
     int rc;
     switch (*r->p) {
-    case '"': return string(r, NULL, NULL);
-    case 't': return literal(r, "true");
-    case 'f': return literal(r, "false");
-    case 'n': return literal(r, "null");
+    case '"':
+        return string(r, NULL, NULL);
+    case 't':
+        return literal(r, "true");
+    case 'f':
+        return literal(r, "false");
+    case 'n':
+        return literal(r, "null");
     case '[':
         r->p++;
         ws(r);
@@ -280,7 +303,8 @@ static int skip_value(Rd *r, int depth)
             }
             return bad(r, "expected ',' or '}'");
         }
-    default: return number(r, &a, &b);
+    default:
+        return number(r, &a, &b);
     }
 }
 
@@ -355,8 +379,9 @@ static int parse_object(Rd *r, const char *text_field, MrServeRequest *q)
                     q->text = NULL;
                     q->text_len = 0;
                 } else {
-                    return mr_err_set(r->e, MR_EDATA, "bad JSON at byte %td: \"%s\" must be a "
-                                                      "string or null",
+                    return mr_err_set(r->e, MR_EDATA,
+                                      "bad JSON at byte %td: \"%s\" must be a "
+                                      "string or null",
                                       r->p - r->s + 1, text_field);
                 }
             } else if ((rc = skip_value(r, 1))) {
@@ -382,8 +407,8 @@ static int parse_object(Rd *r, const char *text_field, MrServeRequest *q)
     return MR_OK;
 }
 
-int mr_serve_parse_request(const char *line, size_t len, const char *text_field,
-                           MrServeRequest *q, MrErr *e)
+int mr_serve_parse_request(const char *line, size_t len, const char *text_field, MrServeRequest *q,
+                           MrErr *e)
 {
     memset(q, 0, sizeof *q);
     const char *a = line, *b = line + len;

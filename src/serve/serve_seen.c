@@ -16,7 +16,7 @@
 #include "serve_internal.h"
 
 /* Checklist, the seen-file format (2 of 2, with train/export.c). */
-#define SEEN_MAGIC "MPIREC-SEEN"
+#define SEEN_MAGIC   "MPIREC-SEEN"
 #define SEEN_VERSION 1
 
 /* LEB128 at *p (< end): 0 on success, -1 when truncated or longer than 64 bits. */
@@ -91,7 +91,7 @@ int serve_seen_load(ServeSeen *s, const char *path, const MrServeCkptMeta *m, in
                         "checkpoint (%s differs: file has %lld users, %lld items; the checkpoint "
                         "%lld users, %lld items): rebuild the index with `mpirec index`",
                         path,
-                        (uint64_t)mh != m->model_hash         ? "model hash"
+                        (uint64_t)mh != m->model_hash        ? "model hash"
                         : (uint64_t)uh != m->user_vocab_hash ? "user vocabulary"
                         : (uint64_t)ih != m->item_vocab_hash ? "item vocabulary"
                                                              : "size",
@@ -132,9 +132,8 @@ int serve_seen_load(ServeSeen *s, const char *path, const MrServeCkptMeta *m, in
         int64_t prev = -1;
         for (uint64_t j = 0; j < n; j++) {
             if (get_varint(&p, end, &g) || g >= (uint64_t)(V - prev - 1)) {
-                rc = mr_err_set(e, MR_EFORMAT,
-                                "exclude-seen file %s: bad item list of user %lld", path,
-                                (long long)u);
+                rc = mr_err_set(e, MR_EFORMAT, "exclude-seen file %s: bad item list of user %lld",
+                                path, (long long)u);
                 break;
             }
             prev += (int64_t)g + 1;

@@ -34,8 +34,8 @@
 #include "mpirec/vocab.h"
 #include "serve_internal.h"
 
-#define BATCH 256          /* queries per query-tower pass and index search */
-#define WEIGHT_SAMPLE 16   /* items whose embeddings are checked against the index */
+#define BATCH         256 /* queries per query-tower pass and index search */
+#define WEIGHT_SAMPLE 16  /* items whose embeddings are checked against the index */
 
 struct MrServer {
     MrServerInfo info;
@@ -43,14 +43,14 @@ struct MrServer {
     MrConfig cfg;
     MrModel model;
     MrModelWork w;
-    MrCkptReader *r;        /* open for the user rows */
+    MrCkptReader *r; /* open for the user rows */
     MrServeCkptMeta meta;
-    char *ubytes;           /* user vocabulary (sorted by bytes) */
-    int64_t *uoff;          /* [U + 1] */
+    char *ubytes;  /* user vocabulary (sorted by bytes) */
+    int64_t *uoff; /* [U + 1] */
     int64_t U, V;
     MrTokenVocab tv;
     int has_tv;
-    float *text_tab;        /* [text_rows x T] */
+    float *text_tab; /* [text_rows x T] */
     ServeSeen seen;
     int has_seen;
 };
@@ -131,10 +131,9 @@ static int want_dims(MrServer *s, const char *path, int64_t rows, int64_t cols, 
     if (rc)
         return mr_err_prefix(e, "checkpoint %s", s->info.ckpt_path);
     if (r != rows || c != cols)
-        return mr_err_set(e, MR_EFORMAT,
-                          "checkpoint %s: %s is [%lld x %lld], its config needs [%lld x %lld]",
-                          s->info.ckpt_path, path, (long long)r, (long long)c, (long long)rows,
-                          (long long)cols);
+        return mr_err_set(
+            e, MR_EFORMAT, "checkpoint %s: %s is [%lld x %lld], its config needs [%lld x %lld]",
+            s->info.ckpt_path, path, (long long)r, (long long)c, (long long)rows, (long long)cols);
     return MR_OK;
 }
 
@@ -308,8 +307,8 @@ static int open_impl(MrServer *s, const char *index_path, const char *ckpt_arg, 
                               index_path);
         ckpt_arg = s->ix.source;
     }
-    if ((rc = mr_serve_resolve_checkpoint(ckpt_arg, s->info.ckpt_path, sizeof s->info.ckpt_path,
-                                          e)))
+    if ((rc =
+             mr_serve_resolve_checkpoint(ckpt_arg, s->info.ckpt_path, sizeof s->info.ckpt_path, e)))
         return rc;
     const char *cp = s->info.ckpt_path;
     if ((rc = mr_ckpt_open(&s->r, NULL, cp, MR_CKPT_MAGIC, MR_CKPT_VERSION, e)))
@@ -331,7 +330,8 @@ static int open_impl(MrServer *s, const char *index_path, const char *ckpt_arg, 
                           index_path, cp, (unsigned long long)s->ix.model_hash,
                           (unsigned long long)s->meta.model_hash,
                           s->ix.source[0] ? s->ix.source : "an unknown checkpoint");
-    if ((rc = check_items(s, e)) || (rc = read_vocab(s, "vocab/user", &s->U, &s->ubytes, &s->uoff, e)))
+    if ((rc = check_items(s, e)) ||
+        (rc = read_vocab(s, "vocab/user", &s->U, &s->ubytes, &s->uoff, e)))
         return rc;
     MrModelShape sh;
     if ((rc = mr_model_shape(&sh, &s->cfg, s->U + 1, s->V + 1, e)))
@@ -347,8 +347,7 @@ static int open_impl(MrServer *s, const char *index_path, const char *ckpt_arg, 
                           index_path, s->ix.d, cp, sh.qout, sh.cout);
     if ((rc = mr_model_init(&s->model, &sh, s->cfg.train.seed, e)))
         return rc;
-    if (sh.n_dense &&
-        (rc = mr_ckpt_read_all(s->r, "params/dense", MR_F32, s->model.params, e)))
+    if (sh.n_dense && (rc = mr_ckpt_read_all(s->r, "params/dense", MR_F32, s->model.params, e)))
         return mr_err_prefix(e, "checkpoint %s", cp);
     if ((rc = mr_model_work_init(&s->w, &sh, BATCH, 1, BATCH, WEIGHT_SAMPLE,
                                  sh.text ? sh.text_rows : 0, e)))
@@ -376,8 +375,9 @@ static int open_impl(MrServer *s, const char *index_path, const char *ckpt_arg, 
     s->info.has_text = sh.text;
     s->info.has_rating = sh.nr > 0;
     if (s->ix.source_step != s->meta.step)
-        mr_log(MR_LOG_DEBUG, "index %s records step %lld, checkpoint %s is step %lld (weights "
-                             "checked equal)",
+        mr_log(MR_LOG_DEBUG,
+               "index %s records step %lld, checkpoint %s is step %lld (weights "
+               "checked equal)",
                index_path, (long long)s->ix.source_step, cp, (long long)s->meta.step);
     return MR_OK;
 }
@@ -398,7 +398,10 @@ int mr_server_open(MrServer **ps, const char *index_path, const char *ckpt_arg, 
 
 /* ---- queries ------------------------------------------------------------------- */
 
-const MrServerInfo *mr_server_info(const MrServer *s) { return &s->info; }
+const MrServerInfo *mr_server_info(const MrServer *s)
+{
+    return &s->info;
+}
 
 const char *mr_server_item_id(const MrServer *s, int64_t k, size_t *len)
 {
@@ -668,15 +671,16 @@ static int run_batch(MrServer *s, Scratch *x, const MrServeRequest *req, int64_t
     return MR_OK;
 }
 
-int mr_server_recommend(MrServer *s, const MrServeRequest *req, int64_t nq,
-                        const MrServeParams *p, int64_t *items, float *scores, float *ratings,
-                        int *count, unsigned *flags, MrErr *e)
+int mr_server_recommend(MrServer *s, const MrServeRequest *req, int64_t nq, const MrServeParams *p,
+                        int64_t *items, float *scores, float *ratings, int *count, unsigned *flags,
+                        MrErr *e)
 {
     if (p->k < 1)
         return mr_err_set(e, MR_EUSAGE, "k must be at least 1 (got %d)", p->k);
     if (p->rerank && p->rerank < p->k)
-        return mr_err_set(e, MR_EUSAGE, "--rerank N retrieves N items to re-rank: N (%d) must "
-                                        "be at least k (%d)",
+        return mr_err_set(e, MR_EUSAGE,
+                          "--rerank N retrieves N items to re-rank: N (%d) must "
+                          "be at least k (%d)",
                           p->rerank, p->k);
     if (p->rerank && s->model.s.nr == 0)
         return mr_err_set(e, MR_EUSAGE, "re-ranking needs a rating model; checkpoint %s has none",
@@ -684,14 +688,15 @@ int mr_server_recommend(MrServer *s, const MrServeRequest *req, int64_t nq,
     if (p->rerank && !ratings)
         return mr_err_set(e, MR_EINTERNAL, "recommend: rerank without a ratings buffer");
     if (p->exclude_seen && !s->has_seen)
-        return mr_err_set(e, MR_EUSAGE, "exclude-seen: the server was opened without the seen "
-                                        "file");
+        return mr_err_set(e, MR_EUSAGE,
+                          "exclude-seen: the server was opened without the seen "
+                          "file");
     if (p->nprobe < 0)
         return mr_err_set(e, MR_EUSAGE, "nprobe must be >= 0");
     /* Retrieve N: k (at most every item), or the rerank depth. */
     int64_t n_items = s->ix.n;
-    int N = (int)((p->rerank ? p->rerank : p->k) < n_items ? (p->rerank ? p->rerank : p->k)
-                                                           : n_items);
+    int N =
+        (int)((p->rerank ? p->rerank : p->k) < n_items ? (p->rerank ? p->rerank : p->k) : n_items);
     int64_t cap = nq < BATCH ? nq : BATCH, d = s->ix.d;
     Scratch x;
     memset(&x, 0, sizeof x);
@@ -707,8 +712,7 @@ int mr_server_recommend(MrServer *s, const MrServeRequest *req, int64_t nq,
     int rc = MR_OK;
     if (!x.uid || !x.uslot || !x.urows || !x.Q || !x.tok_off || !x.excl_off || !x.ritems ||
         !x.rscores || !x.short_q)
-        rc = mr_err_set(e, MR_ENOMEM, "out of memory for a batch of %lld queries",
-                        (long long)cap);
+        rc = mr_err_set(e, MR_ENOMEM, "out of memory for a batch of %lld queries", (long long)cap);
     if (!rc && p->rerank) {
         x.Qr = malloc((size_t)((cap * N + 1) * d) * sizeof *x.Qr);
         x.Cr = malloc((size_t)((cap * N + 1) * d) * sizeof *x.Cr);

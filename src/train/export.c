@@ -40,7 +40,7 @@
 /* Checklist, the seen-file format (1 of 2): written here, read by
  * src/serve/serve_seen.c; magic, version, attribute and dataset names, the gap
  * code and the file-name rule (mr_serve_seen_path) change together. */
-#define SEEN_MAGIC "MPIREC-SEEN"
+#define SEEN_MAGIC   "MPIREC-SEEN"
 #define SEEN_VERSION 1
 
 /* DIR and basename (without ".h5") of the seen file of an index path. */
@@ -90,13 +90,14 @@ static size_t put_varint(uint8_t *p, uint64_t v)
 
 /* Build and write the seen file. Collective. */
 static int write_seen(MrComm *c, const MrConfig *cfg, const MrDataset *d, const char *index_path,
-                      const char *source_ckpt, int64_t step, int64_t *pairs_out,
-                      char *final_path, size_t fp_n, MrErr *e)
+                      const char *source_ckpt, int64_t step, int64_t *pairs_out, char *final_path,
+                      size_t fp_n, MrErr *e)
 {
     int P = c->size, rc = MR_OK;
     char dir[MR_PATH_MAX], base[MR_NAME_MAX];
     int64_t U = d->users.size, V = d->items.size;
-    int64_t *lo = malloc((size_t)P * 8), *scnt = calloc((size_t)P, 8), *rcnt = malloc((size_t)P * 8);
+    int64_t *lo = malloc((size_t)P * 8), *scnt = calloc((size_t)P, 8),
+            *rcnt = malloc((size_t)P * 8);
     int64_t *send = NULL, *recv = NULL, *pos = NULL;
     uint8_t *bytes = NULL;
     MrCkptWriter *w = NULL;
@@ -114,8 +115,9 @@ static int write_seen(MrComm *c, const MrConfig *cfg, const MrDataset *d, const 
         npairs += !d->is_test[i] && d->user[i] > 0 && d->item[i] > 0;
     send = malloc((size_t)(npairs + 1) * 16);
     pos = malloc((size_t)(P + 1) * 8);
-    rc = send && pos ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory for %lld training pairs",
-                                      (long long)npairs);
+    rc = send && pos
+             ? 0
+             : mr_err_set(e, MR_ENOMEM, "out of memory for %lld training pairs", (long long)npairs);
     if ((rc = mr_comm_agree(c, rc, e)))
         goto out;
     /* owner of user u: the last rank whose range starts at or before u */
@@ -295,8 +297,7 @@ int mr_export_index(MrComm *c, const MrConfig *cfg, const MrDataset *d, MrState 
     int qd = s->shape.qout;
     Qs = malloc((size_t)(cap + 1) * (size_t)qd * 4);
     rc = Qs ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
-    if ((rc = mr_comm_agree(c, rc, e)) ||
-        (rc = mr_queries_forward(c, s, d, rec, ns, cap, Qs, e)))
+    if ((rc = mr_comm_agree(c, rc, e)) || (rc = mr_queries_forward(c, s, d, rec, ns, cap, Qs, e)))
         goto out;
     int64_t nsv = ns;
     if ((rc = mr_comm_allgather(c, &nsv, 8, rb, e)))
