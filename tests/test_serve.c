@@ -249,7 +249,8 @@ static int64_t write_data(const char *path, char users[][8], char items[][8], in
  * item of the user is gone and nothing else is (k = all items), counts and
  * k_clamped agree with the number of seen items, the seen file holds exactly the
  * distinct training pairs, unknown users are flagged, k beyond the corpus is
- * clamped with -1 padding, and re-ranked lists are ordered by rating and drawn
+ * clamped with -1 padding, text for a model without a text tower is flagged as
+ * ignored, and re-ranked lists are ordered by rating and drawn
  * from the retrieval top N. */
 static void test_roundtrip(void)
 {
@@ -331,6 +332,8 @@ static void test_roundtrip(void)
     }
     req[NU].user = "nobody";
     req[NU].user_len = 6;
+    req[NU].text = "text for a model without a text tower";
+    req[NU].text_len = strlen(req[NU].text);
     int K = NI + 3, cnt[NU + 1];
     unsigned fl[NU + 1];
     int64_t *it = malloc(sizeof(int64_t) * (NU + 1) * (size_t)K);
@@ -346,6 +349,7 @@ static void test_roundtrip(void)
         CU_ASSERT_EQUAL(cnt[u], NI - nseen);
         CU_ASSERT_EQUAL((fl[u] & MR_SERVE_K_CLAMPED) != 0, 1); /* K > NI */
         CU_ASSERT_EQUAL((fl[u] & MR_SERVE_UNKNOWN_USER) != 0, u == NU);
+        CU_ASSERT_EQUAL((fl[u] & MR_SERVE_TEXT_IGNORED) != 0, u == NU);
         for (int a = 0; a < K; a++) {
             int64_t x = it[u * K + a];
             if (a >= cnt[u]) {

@@ -56,6 +56,7 @@ static const char *help =
     "  -q / -v             fewer / more messages on stderr\n";
 
 static int g_verbose = 1;
+static int g_clamp_all; /* k was larger than the item count */
 
 static void log_hook(MrLogLevel level, const char *line, void *ud)
 {
@@ -206,7 +207,7 @@ static int flush_batch(MrServer *srv, Batch *b, const MrServeParams *p, int64_t 
                mr_serve_buf_printf(&o, &ol, &oc, ", \"unknown_user\": true")) ||
               ((fl & MR_SERVE_TEXT_IGNORED) &&
                mr_serve_buf_printf(&o, &ol, &oc, ", \"text_ignored\": true")) ||
-              ((fl & MR_SERVE_K_CLAMPED) &&
+              (((fl & MR_SERVE_K_CLAMPED) || g_clamp_all) &&
                mr_serve_buf_printf(&o, &ol, &oc, ", \"k_clamped\": true")) ||
               mr_serve_buf_printf(&o, &ol, &oc, "}\n");
     }
@@ -364,6 +365,14 @@ int cmd_recommend(int argc, char **argv)
                     "mpirec recommend: --rerank %d is larger than the %lld items of the "
                     "index: all of them are re-ranked\n",
                     p.rerank, (long long)in->items);
+        /* Ask for what exists (buffers stay proportional to the corpus); every
+         * answer then says k_clamped, since it is shorter than the k asked for. */
+        if (p.k > in->items) {
+            p.k = (int)in->items;
+            g_clamp_all = 1;
+        }
+        if (p.rerank > in->items)
+            p.rerank = (int)in->items;
         b.cap = user ? 1 : batch;
         b.slot = calloc((size_t)b.cap, sizeof *b.slot);
         b.req = calloc((size_t)b.cap, sizeof *b.req);

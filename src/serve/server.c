@@ -307,9 +307,13 @@ static int open_impl(MrServer *s, const char *index_path, const char *ckpt_arg, 
                               index_path);
         ckpt_arg = s->ix.source;
     }
-    if ((rc =
-             mr_serve_resolve_checkpoint(ckpt_arg, s->info.ckpt_path, sizeof s->info.ckpt_path, e)))
+    if ((rc = mr_serve_resolve_checkpoint(ckpt_arg, s->info.ckpt_path, sizeof s->info.ckpt_path,
+                                          e))) {
+        if (ckpt_arg == s->ix.source)
+            mr_err_prefix(e, "index %s was built from %s (pass --checkpoint if it moved)",
+                          index_path, ckpt_arg);
         return rc;
+    }
     const char *cp = s->info.ckpt_path;
     if ((rc = mr_ckpt_open(&s->r, NULL, cp, MR_CKPT_MAGIC, MR_CKPT_VERSION, e)))
         return rc;
