@@ -358,7 +358,9 @@ static void test_roundtrip(void)
             }
             size_t l;
             const char *id = mr_server_item_id(s, x, &l);
-            int item = atoi(id + 1);
+            char buf[8] = "";
+            memcpy(buf, id, l < 7 ? l : 7); /* ids are not NUL-terminated */
+            int item = atoi(buf + 1);
             CU_ASSERT(u == NU || !seen[u][item]);
             if (a > 0)
                 CU_ASSERT(sc[u * K + a] <= sc[u * K + a - 1]);
