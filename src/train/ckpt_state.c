@@ -4,7 +4,9 @@
  *   /meta attrs   kind "train", step, epoch, batch (cursor: next global batch of
  *                 `epoch`), seed, ranks (P at save), sharding, optimizer_step,
  *                 model_hash, config (JSON), vocab hashes, metrics (JSON Lines so
- *                 far), train_loss_sum/batches of the epoch in progress
+ *                 far), epoch_loss_sum/epoch_batches of the epoch in progress,
+ *                 train_seconds, last_loss (loss of the last step), final (1 when
+ *                 written after the run's final evaluation), dense_layout
  *   /vocab/{user,item}/{bytes,offsets}, /vocab/{user,item}/count
  *   /vocab/text/{bytes,offsets,count}              (with a text feature)
  *   /params/dense           [n_dense]             float32
@@ -134,6 +136,8 @@ int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const
     TRY(mr_ckpt_write_attr_f64(w, "epoch_loss_sum", meta->epoch_loss_sum, e));
     TRY(mr_ckpt_write_attr_i64(w, "epoch_batches", meta->epoch_batches, e));
     TRY(mr_ckpt_write_attr_f64(w, "train_seconds", meta->train_seconds, e));
+    TRY(mr_ckpt_write_attr_f64(w, "last_loss", meta->last_loss, e));
+    TRY(mr_ckpt_write_attr_i64(w, "final", meta->final, e));
     TRY(mr_ckpt_write_attr_str(w, "config", meta->config_json, e));
     {
         char *lay = dense_layout_json(&s->shape);
@@ -210,6 +214,14 @@ int mr_ckpt_state_read_meta(MrCkptReader *r, MrCkptMeta *m, char **config_json, 
         (rc = mr_ckpt_read_attr_i64(r, "epoch_batches", &m->epoch_batches, e)) ||
         (rc = mr_ckpt_read_attr_f64(r, "train_seconds", &m->train_seconds, e)))
         return rc;
+    /* Optional: absent in files written before they existed. The file was verified
+     * (digest over every byte) before we get here, so a failed read means "absent",
+     * not "damaged"; every rank gets the same answer (the reads are collective). */
+    MrErr ignore;
+    if (mr_ckpt_read_attr_f64(r, "last_loss", &m->last_loss, &ignore))
+        m->last_loss = 0;
+    if (mr_ckpt_read_attr_i64(r, "final", &m->final, &ignore))
+        m->final = 0;
     if (config_json && (rc = mr_ckpt_read_attr_str(r, "config", config_json, e)))
         return rc;
     if (metrics && (rc = mr_ckpt_read_attr_str(r, "metrics", metrics, e)))

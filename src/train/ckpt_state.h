@@ -18,6 +18,10 @@ typedef struct MrCkptMeta {
     double epoch_loss_sum;   /* sum of batch losses of the epoch so far */
     int64_t epoch_batches;
     double train_seconds;    /* training wall time so far (all segments) */
+    double last_loss;        /* loss of the last completed step (the next evaluation
+                                line's train_loss_last); 0 in files without it */
+    int64_t final;           /* 1: written after the run's final evaluation (the end
+                                of training); 0: periodic or stop checkpoint */
     const char *config_json; /* for saving */
     const char *metrics_jsonl;
 } MrCkptMeta;
@@ -25,7 +29,8 @@ typedef struct MrCkptMeta {
 /* Write DIR/ckpt-<step>.h5 atomically and point DIR/latest at it. Collective. */
 int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const MrState *s,
                        const MrDataset *d, int keep, char *saved, size_t saved_n, MrErr *e);
-/* Read the /meta attributes (config and metrics: malloc'd, may be NULL). */
+/* Read the /meta attributes (config and metrics: malloc'd, may be NULL).
+ * last_loss and final are optional (files written before they existed read as 0). */
 int mr_ckpt_state_read_meta(MrCkptReader *r, MrCkptMeta *m, char **config_json, char **metrics,
                             MrErr *e);
 /* Load parameters and optimizer state into an initialised state of the same

@@ -195,7 +195,8 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
 
     /* resume */
     int64_t step = 0, epoch0 = 0, batch0 = 0, ep_batches = 0;
-    double ep_loss = 0, seconds_before = 0;
+    double ep_loss = 0, seconds_before = 0, last_loss = 0;
+    int resumed_final = 0;
     char resume_path[MR_PATH_MAX];
     resume_path[0] = '\0';
     if (o->resume && o->resume[0]) {
@@ -206,6 +207,9 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
                                          sizeof skipped, e);
                 if (!rc && skipped[0])
                     mr_log(MR_LOG_WARN, "skipped unusable checkpoints: %s", skipped);
+                if (!rc && !resume_path[0])
+                    mr_log(MR_LOG_INFO, "--resume auto: no usable checkpoint in %s, starting a "
+                                        "fresh run", ckdir);
             } else {
                 snprintf(resume_path, sizeof resume_path, "%s", o->resume);
             }
@@ -219,6 +223,10 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
         char *saved_cfg = NULL, *hist = NULL;
         MrCkptMeta m;
         rc = mr_ckpt_open(&r, c, resume_path, MR_CKPT_MAGIC, MR_CKPT_VERSION, e);
+        /* --resume auto verified the file already (find_latest); an explicit path
+         * is verified here, since the row reads below do not check checksums. */
+        if (!rc && strcmp(o->resume, "auto") != 0)
+            rc = mr_ckpt_verify(r, e);
         if (!rc)
             rc = mr_ckpt_state_read_meta(r, &m, &saved_cfg, &hist, e);
         if (!rc) {
@@ -250,6 +258,8 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
             ep_loss = m.epoch_loss_sum;
             ep_batches = m.epoch_batches;
             seconds_before = m.train_seconds;
+            last_loss = m.last_loss;
+            resumed_final = m.final != 0;
             if (hist && hist[0] && sb_append(&metrics_hist, &mh_len, &mh_cap, hist))
                 rc = mr_err_set(e, MR_ENOMEM, "out of memory");
             mr_log(MR_LOG_INFO,
@@ -299,16 +309,30 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
     uint64_t mhash = mr_config_model_hash(cfg);
     double last_ckpt_t = mr_comm_wtime(), seg_start = mr_comm_wtime();
     int64_t examples_seg = 0;
-    double last_loss = 0;
     int stopped = 0, max_reached = 0;
     MrMetrics last_m;
     memset(&last_m, 0, sizeof last_m);
     int evaluated_last = 0;
     int64_t epochs = cfg->train.epochs;
     int64_t cur_ep = epoch0, cur_b = batch0, cur_nb = 0;
+    /* A checkpoint at step == train.max_steps: the uninterrupted run stopped right
+     * after that step (the check below the step), so the resumed one trains no
+     * step but still does what followed it (the evaluation). */
+    if (cfg->train.max_steps > 0 && step >= cfg->train.max_steps)
+        max_reached = 1;
+    /* Resuming the checkpoint a finished run wrote at its end, with nothing left to
+     * train: its evaluations are in the history already. Evaluate once more for
+     * summary.json but append nothing, and do not rewrite the checkpoint; this
+     * makes a repeated `--resume auto` (a job requeued after it finished) a no-op. */
+    int done_already = resumed_final && (epoch0 >= epochs || max_reached);
+    if (done_already) {
+        snprintf(res->checkpoint, sizeof res->checkpoint, "%s", resume_path);
+        mr_log(MR_LOG_INFO, "%s is the final checkpoint of a finished run: nothing to train",
+               resume_path);
+    }
 
     /* Write a checkpoint of the current state with the given cursor. */
-#define CHECKPOINT(ep_, b_)                                                                        \
+#define CHECKPOINT(ep_, b_, final_)                                                                      \
     do {                                                                                           \
         MrCkptMeta m_ = {0};                                                                       \
         m_.step = step;                                                                            \
@@ -321,6 +345,8 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
         m_.epoch_loss_sum = ep_loss;                                                               \
         m_.epoch_batches = ep_batches;                                                             \
         m_.train_seconds = seconds_before + (mr_comm_wtime() - seg_start);                         \
+        m_.last_loss = last_loss;                                                                  \
+        m_.final = (final_);                                                                       \
         m_.config_json = cfg_json ? cfg_json : "{}";                                               \
         m_.metrics_jsonl = metrics_hist;                                                           \
         double tc_ = mr_comm_wtime();                                                              \
@@ -331,13 +357,18 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
         last_ckpt_t = mr_comm_wtime();                                                             \
     } while (0)
 
-    for (int64_t ep = epoch0; ep < epochs && !stopped && !max_reached && !rc; ep++) {
+    /* max_reached is tested at the end of the body: when it is set before the loop
+     * (see above), the cursor's epoch still gets its evaluation. */
+    for (int64_t ep = epoch0; ep < epochs && !done_already && !stopped && !rc; ep++) {
         if ((rc = mr_epoch_plan(&plan, c, d, cfg->train.seed, ep, cfg->train.batch_size, e)) ||
             (rc = mr_step_reserve(x, c, &s, &plan, e)))
             break;
         int64_t b = ep == epoch0 ? batch0 : 0;
         cur_nb = plan.n_batches;
-        if (ep != epoch0 || !resume_path[0]) {
+        /* Keyed on the batch, not on "resumed": a cursor (e, 0) (the end-of-run
+         * checkpoint of a run whose train.epochs was then raised) starts a new
+         * epoch, and its loss sum must not continue the previous epoch's. */
+        if (b == 0) {
             ep_loss = 0;
             ep_batches = 0;
         }
@@ -345,7 +376,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
         int64_t ep_examples = 0;
         double lw_time = 0, lw_comm = 0;
         int64_t lw_bytes = 0, lw_steps = 0, lw_examples = 0;
-        for (; b < plan.n_batches; b++) {
+        for (; b < plan.n_batches && !max_reached; b++) {
             int flags = (o->stop_flag && *o->stop_flag) ? MR_STEP_STOP : 0;
             if (rank0 && cfg->checkpoint.every_seconds > 0 &&
                 mr_comm_wtime() - last_ckpt_t >= cfg->checkpoint.every_seconds)
@@ -407,7 +438,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
             cur_b = b + 1;
             int every = cfg->checkpoint.every_steps > 0 && step % cfg->checkpoint.every_steps == 0;
             if (st.stop_requested || every || st.ckpt_requested) {
-                CHECKPOINT(cur_ep, cur_b);
+                CHECKPOINT(cur_ep, cur_b, 0);
                 if ((rc = mr_comm_agree(c, rc, e)))
                     break;
             }
@@ -476,7 +507,9 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
     mr_epoch_plan_free(&plan);
     if (!rc && !stopped) {
         if (!evaluated_last) {
-            if (!(rc = mr_evaluate(x, c, &s, d, 1, &last_m, e))) {
+            if (!(rc = mr_evaluate(x, c, &s, d, 1, &last_m, e)) && done_already) {
+                log_metrics("test", epochs, &last_m);
+            } else if (!rc) {
                 char line[2048];
                 metrics_json(line, sizeof line, epochs, step, "test", 0, last_loss, &last_m, 0, 0);
                 log_metrics("test", epochs, &last_m);
@@ -488,7 +521,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
                 rc = mr_comm_agree(c, rc, e);
             }
         }
-        if (!rc && cfg->checkpoint.at_end) {
+        if (!rc && cfg->checkpoint.at_end && !done_already) {
             /* After the final evaluation the cursor says "done" (epochs, 0), unless
              * train.max_steps stopped inside an epoch: then it points at the next
              * batch, so a later run with a larger max_steps continues. */
@@ -496,7 +529,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
                 cur_ep = max_reached ? cur_ep + 1 : epochs;
                 cur_b = 0;
             }
-            CHECKPOINT(cur_ep, cur_b);
+            CHECKPOINT(cur_ep, cur_b, 1);
             rc = mr_comm_agree(c, rc, e);
         }
         if (!rc && cfg->index.build_at_end && cfg->model.task != MR_TASK_RANKING) {
