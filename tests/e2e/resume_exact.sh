@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# ctest-labels: e2e mpi
+# ctest-timeout: 300
+# Exact resume, deterministically: a reference run writes a checkpoint after
+# EVERY step (checkpoint.every_steps=1, all kept). For chosen steps k, a run
+# directory holding only ckpt-k (what a job killed right after that checkpoint
+# leaves: SIGKILL, node loss) is resumed with --resume auto, and must end
+#   - on the same P (2): bitwise equal to the reference (hash_params.py over all
+#     params and optimizer state), with the same metrics.jsonl evaluation lines;
+#   - on another P (1, 4; replicated or row-sharded): equal within the tolerance
+#     of the distributed test (atol 1e-5, rtol 1e-4), metrics within 1e-4.
+# The k include the first step, mid-epoch, the last batch of an epoch (cursor
+# past the end: the epoch's evaluation is still to do), the first batch of the
+# next, the last step, and the final end-of-run checkpoint (resuming a finished
+# run must be a no-op: no duplicate metrics line, same model).
+# Data: amazon_reviews.csv, retrieval (26 steps/epoch, 3 epochs), and multitask
+# with Adam (bias correction depends on the restored step counter) and train-split
+# evaluation lines. A negative control shows the comparison can fail.
+set -euo pipefail
+source "$(dirname "$0")/resume_lib.bash"
+rl_init resume_exact
+
+AMZ="--config $SRC/configs/amazon_reviews_retrieval.json --set data.path=$DATA/amazon_reviews.csv"
+MT="--config $SRC/configs/amazon_reviews_multitask.json --set data.path=$DATA/amazon_reviews.csv \
+    --set optimizer.name=adam --set optimizer.lr=0.01 --set eval.train_split=true --set train.epochs=2"
+EVERY="--set checkpoint.every_steps=1 --set checkpoint.keep=100000"
+
+# --- retrieval, reference at P=2 ---------------------------------------------
+rl_train ref 2 $AMZ $EVERY
+rl_expect_rc 0 "reference run (P=2, checkpoint every step)" ref
+nb=26 # batches per epoch: 813 training records / 32
+[ -f "$T/ref/checkpoints/$(printf 'ckpt-%09d.h5' $((3 * nb)))" ] || bad "reference: expected $((3 * nb)) steps"
+
+for k in 1 13 $((nb - 1)) $nb $((nb + 1)) $((2 * nb)) $((3 * nb - 1)) $((3 * nb)); do
+    rl_seed_dir ref "k$k" "$k"
+    rl_train "k$k" 2 $AMZ --resume auto
+    rl_expect_rc 0 "resume from step $k (P=2)" "k$k"
+    grep -q "resumed from .*ckpt-0*$k.h5" "$T/k$k.log" || bad "step $k: no 'resumed from' line"
+    rl_same_hash ref "k$k" "resume from step $k, P=2"
+    rl_same_metrics ref "k$k" "resume from step $k, P=2"
+done
+grep -q "final checkpoint of a finished run: nothing to train" "$T/k$((3 * nb)).log" ||
+    bad "resuming the end-of-run checkpoint did not say there is nothing to train"
+
+# --- another rank count: saved at 2, resumed at 1 and 4 ------------------------
+for spec in "1 replicated $nb" "4 replicated $((nb + 5))" "4 row 40" "1 row 3"; do
+    set -- $spec
+    name="p$1_$2_k$3"
+    rl_seed_dir ref "$name" "$3"
+    rl_train "$name" "$1" $AMZ --resume auto --set dist.embedding_sharding="$2"
+    rl_expect_rc 0 "resume from step $3 at P=$1 ($2)" "$name"
+    grep -q "saved with 2 ranks, now $1" "$T/$name.log" || bad "$name: rank change not reported"
+    rl_close ref "$name" "saved at P=2, resumed at P=$1 $2 from step $3"
+    rl_same_metrics ref "$name" "saved at P=2, resumed at P=$1 $2 from step $3 (tol 1e-4)" 1e-4
+done
+
+# --- multitask + Adam + train-split evaluation -----------------------------------
+rl_train mref 2 $MT $EVERY
+rl_expect_rc 0 "multitask/Adam reference (P=2)" mref
+for k in 7 $nb 30; do
+    rl_seed_dir mref "m$k" "$k"
+    rl_train "m$k" 2 $MT --resume auto
+    rl_expect_rc 0 "multitask/Adam: resume from step $k" "m$k"
+    rl_same_hash mref "m$k" "multitask/Adam: resume from step $k, P=2"
+    rl_same_metrics mref "m$k" "multitask/Adam: resume from step $k, P=2"
+done
+
+# --- negative control: the checks detect a different run ------------------------
+rl_seed_dir ref neg 40
+rl_train neg 2 $AMZ --resume auto --set optimizer.lr=0.1000001
+rl_expect_rc 0 "control run (resumed with a learning rate changed by 1e-7)" neg
+if [ "$(rl_hash "$(rl_ck ref)")" != "$(rl_hash "$(rl_ck neg)")" ]; then
+    ok "control: hash_params.py tells the changed run apart"
+else
+    bad "control: the bitwise comparison did not detect a different run"
+fi
+rl_seed_dir ref neg2 $nb
+rl_train neg2 2 $AMZ --resume auto
+sed -i '0,/"train_loss_last": [0-9.e+-]*/s//"train_loss_last": 0/' "$T/neg2/metrics.jsonl"
+if rl_metrics_cmp ref neg2 0 > /dev/null; then
+    bad "control: the metrics comparison did not detect a changed value"
+else
+    ok "control: the metrics comparison detects a changed train_loss_last"
+fi
+rl_done
