@@ -50,7 +50,7 @@ import argparse, os, re, signal, sys, time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--pid", type=int, required=True)          # mpirun or a launcher script
-ap.add_argument("--who", choices=["children", "pid"], default="children")
+ap.add_argument("--who", choices=["children", "pid", "last-child"], default="children")
 ap.add_argument("--sig", default="TERM")
 ap.add_argument("--dir", required=True)                    # DIR/checkpoints
 ap.add_argument("--min-step", type=int, default=0)         # a committed ckpt-<s>.h5 with s >= this
@@ -105,7 +105,9 @@ while True:
         print("fire: timeout")
         sys.exit(4)
     time.sleep(0.001)
-targets = children(a.pid) if a.who == "children" else [a.pid]
+targets = children(a.pid) if a.who != "pid" else [a.pid]
+if a.who == "last-child":  # one rank only (the highest pid: not rank 0 as a rule)
+    targets = sorted(targets)[-1:]
 for i in range(a.count):
     for t in targets:
         try:
