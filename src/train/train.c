@@ -208,8 +208,9 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
                 if (!rc && skipped[0])
                     mr_log(MR_LOG_WARN, "skipped unusable checkpoints: %s", skipped);
                 if (!rc && !resume_path[0])
-                    mr_log(MR_LOG_INFO, "--resume auto: no usable checkpoint in %s, starting a "
-                                        "fresh run", ckdir);
+                    mr_log(MR_LOG_INFO,
+                           "--resume auto: no usable checkpoint in %s, starting a fresh run",
+                           ckdir);
             } else {
                 snprintf(resume_path, sizeof resume_path, "%s", o->resume);
             }
@@ -332,7 +333,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
     }
 
     /* Write a checkpoint of the current state with the given cursor. */
-#define CHECKPOINT(ep_, b_, final_)                                                                      \
+#define CHECKPOINT(ep_, b_, final_)                                                                \
     do {                                                                                           \
         MrCkptMeta m_ = {0};                                                                       \
         m_.step = step;                                                                            \

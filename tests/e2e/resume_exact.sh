@@ -12,7 +12,8 @@
 # The k include the first step, mid-epoch, the last batch of an epoch (cursor
 # past the end: the epoch's evaluation is still to do), the first batch of the
 # next, the last step, and the final end-of-run checkpoint (resuming a finished
-# run must be a no-op: no duplicate metrics line, same model).
+# run must be a no-op: no duplicate metrics line, same model); and runs ended by
+# train.max_steps inside and at the end of an epoch.
 # Data: amazon_reviews.csv, retrieval (26 steps/epoch, 3 epochs), and multitask
 # with Adam (bias correction depends on the restored step counter) and train-split
 # evaluation lines. A negative control shows the comparison can fail.
@@ -63,6 +64,27 @@ for k in 7 $nb 30; do
     rl_expect_rc 0 "multitask/Adam: resume from step $k" "m$k"
     rl_same_hash mref "m$k" "multitask/Adam: resume from step $k, P=2"
     rl_same_metrics mref "m$k" "multitask/Adam: resume from step $k, P=2"
+done
+
+# --- train.max_steps: the run ends inside an epoch (40) or at its end (52) --------
+# A checkpoint at step == max_steps that is not the end-of-run one (a job killed
+# between the two; reproduced with checkpoint.at_end=false) must resume to the
+# same evaluation without training a step more; the end-of-run one to nothing.
+for ms in 40 52; do
+    rl_train "ms$ms" 2 $AMZ $EVERY --set train.max_steps=$ms
+    rl_expect_rc 0 "reference with train.max_steps=$ms" "ms$ms"
+    rl_train "ms${ms}_noend" 2 $AMZ $EVERY --set train.max_steps=$ms --set checkpoint.at_end=false
+    rl_expect_rc 0 "train.max_steps=$ms without the end-of-run checkpoint" "ms${ms}_noend"
+    rl_seed_dir "ms${ms}_noend" "ms${ms}_a" "$ms"
+    rl_train "ms${ms}_a" 2 $AMZ --resume auto --set train.max_steps=$ms
+    rl_same_hash "ms$ms" "ms${ms}_a" "max_steps=$ms: resume from the periodic checkpoint at step $ms"
+    rl_same_metrics "ms$ms" "ms${ms}_a" "max_steps=$ms: resume from the periodic checkpoint at step $ms"
+    for k in $((ms - 1)) $ms; do
+        rl_seed_dir "ms$ms" "ms${ms}_k$k" "$k"
+        rl_train "ms${ms}_k$k" 2 $AMZ --resume auto --set train.max_steps=$ms
+        rl_same_hash "ms$ms" "ms${ms}_k$k" "max_steps=$ms: resume from step $k"
+        rl_same_metrics "ms$ms" "ms${ms}_k$k" "max_steps=$ms: resume from step $k"
+    done
 done
 
 # --- negative control: the checks detect a different run ------------------------
