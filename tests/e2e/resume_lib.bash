@@ -117,10 +117,11 @@ for i in range(a.count):
     if i + 1 < a.count:
         time.sleep(a.gap)
 still = os.path.exists(os.path.join(a.dir, tmp)) if tmp else False
-print("fire: SIG%s x%d to %s at newest committed step %d%s" % (
+after, _ = scan()  # a loaded machine may deschedule us between the scan and the kill
+print("fire: SIG%s x%d to %s at newest committed step %d%s (step %d just after)" % (
     a.sig, a.count, targets, best,
     (", %s being written (%s after the signal)" % (tmp, "still there" if still else "gone"))
-    if tmp else ""))
+    if tmp else "", after))
 PYEOF
 }
 
