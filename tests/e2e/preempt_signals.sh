@@ -6,7 +6,7 @@
 #   1. SIGTERM to every rank after step >= 15 -> exit 75; the stop checkpoint is
 #      at most 2 steps after the newest one committed when the signal was sent
 #      (the next step boundary), `latest` names it, no .h5.tmp is left (a real
-#      preemption: the trainer loses only the step in flight);
+#      preemption: the step in flight completes and is saved, nothing is lost);
 #   2. resumed with --resume auto, SIGUSR1 to mpirun (which relays it to the ranks,
 #      as the SLURM template does) -> exit 75;
 #   3. resumed, two SIGTERMs 3 ms apart sent WHILE a checkpoint is being written

@@ -8,7 +8,7 @@
 # a checkpoint every 2 steps (progress markers). Then
 #   1. while A runs, `mpirec train` on A's run directory fails with exit 5 and
 #      names A's SLURM job id (the run-directory lock);
-#   2. preemption by hand: `scancel -b -s USR1 A` and `scancel -b -s TERM B` (to
+#   2. preemption by hand: `scancel -b -s TERM A` and `scancel -b -s USR1 B` (to
 #      the batch shells only): the shells forward SIGUSR1 to the launcher, the
 #      ranks checkpoint and exit 75, the shells `scontrol requeue` the jobs;
 #      SLURM restarts them (SLURM_RESTART_COUNT=1) and they resume;
@@ -109,8 +109,8 @@ grep -q "in use by another job (host=.* slurm_job=$ja " "$T/intruder.log" &&
 # 2. scancel -b (batch shell only)
 sa=$(step_of A)
 sb=$(step_of B)
-scancel -b -s USR1 "$ja"
-scancel -b -s TERM "$jb"
+scancel -b -s TERM "$ja"
+scancel -b -s USR1 "$jb"
 wait_restart A 1 && wait_restart B 1 || bad "no restart after scancel -b"
 echo "t=${SECONDS}s: both jobs restarted"
 wait_progress A $((sa + 15)) && wait_progress B $((sb + 15)) || bad "no progress after the restart"
@@ -146,7 +146,7 @@ for j in A B; do
     rl_same_hash ref "$j" "job $j ($(grep -o "launcher=[a-z]*" "$out" | head -1)) after 2 preemptions"
     rl_same_metrics ref "$j" "job $j after 2 preemptions"
 done
-grep -q "batch shell got SIGUSR1" "$T/A.out" && grep -q "batch shell got SIGTERM" "$T/B.out" &&
+grep -q "batch shell got SIGTERM" "$T/A.out" && grep -q "batch shell got SIGUSR1" "$T/B.out" &&
     ok "signals reached the batch shells (USR1 and TERM)" || bad "signals missing in the job logs"
 
 # Stop the cluster now and check that its daemons are gone.
