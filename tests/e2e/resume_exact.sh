@@ -32,7 +32,7 @@ rl_expect_rc 0 "reference run (P=2, checkpoint every step)" ref
 nb=26 # batches per epoch: 813 training records / 32
 [ -f "$T/ref/checkpoints/$(printf 'ckpt-%09d.h5' $((3 * nb)))" ] || bad "reference: expected $((3 * nb)) steps"
 
-for k in 1 13 $((nb - 1)) $nb $((nb + 1)) $((2 * nb)) $((3 * nb - 1)) $((3 * nb)); do
+for k in 1 $((nb - 1)) $nb $((nb + 1)) $((3 * nb - 1)) $((3 * nb)); do
     rl_seed_dir ref "k$k" "$k"
     rl_train "k$k" 2 $AMZ --resume auto
     rl_expect_rc 0 "resume from step $k (P=2)" "k$k"
@@ -44,7 +44,7 @@ grep -q "final checkpoint of a finished run: nothing to train" "$T/k$((3 * nb)).
     bad "resuming the end-of-run checkpoint did not say there is nothing to train"
 
 # --- another rank count: saved at 2, resumed at 1 and 4 ------------------------
-for spec in "1 replicated $nb" "4 replicated $((nb + 5))" "4 row 40" "1 row 3"; do
+for spec in "1 replicated $nb" "4 row 40"; do
     set -- $spec
     name="p$1_$2_k$3"
     rl_seed_dir ref "$name" "$3"
@@ -58,7 +58,7 @@ done
 # --- multitask + Adam + train-split evaluation -----------------------------------
 rl_train mref 2 $MT $EVERY
 rl_expect_rc 0 "multitask/Adam reference (P=2)" mref
-for k in 7 $nb 30; do
+for k in 7 $nb; do
     rl_seed_dir mref "m$k" "$k"
     rl_train "m$k" 2 $MT --resume auto
     rl_expect_rc 0 "multitask/Adam: resume from step $k" "m$k"
@@ -75,16 +75,17 @@ for ms in 40 52; do
     rl_expect_rc 0 "reference with train.max_steps=$ms" "ms$ms"
     rl_train "ms${ms}_noend" 2 $AMZ $EVERY --set train.max_steps=$ms --set checkpoint.at_end=false
     rl_expect_rc 0 "train.max_steps=$ms without the end-of-run checkpoint" "ms${ms}_noend"
+    rl_same_metrics "ms$ms" "ms${ms}_noend" "max_steps=$ms with and without the end-of-run checkpoint"
     rl_seed_dir "ms${ms}_noend" "ms${ms}_a" "$ms"
     rl_train "ms${ms}_a" 2 $AMZ --resume auto --set train.max_steps=$ms
     rl_same_hash "ms$ms" "ms${ms}_a" "max_steps=$ms: resume from the periodic checkpoint at step $ms"
     rl_same_metrics "ms$ms" "ms${ms}_a" "max_steps=$ms: resume from the periodic checkpoint at step $ms"
-    for k in $((ms - 1)) $ms; do
-        rl_seed_dir "ms$ms" "ms${ms}_k$k" "$k"
-        rl_train "ms${ms}_k$k" 2 $AMZ --resume auto --set train.max_steps=$ms
-        rl_same_hash "ms$ms" "ms${ms}_k$k" "max_steps=$ms: resume from step $k"
-        rl_same_metrics "ms$ms" "ms${ms}_k$k" "max_steps=$ms: resume from step $k"
-    done
+done
+for k in 39 40; do
+    rl_seed_dir ms40 "ms40_k$k" "$k"
+    rl_train "ms40_k$k" 2 $AMZ --resume auto --set train.max_steps=40
+    rl_same_hash ms40 "ms40_k$k" "max_steps=40: resume from step $k"
+    rl_same_metrics ms40 "ms40_k$k" "max_steps=40: resume from step $k"
 done
 
 # --- negative control: the checks detect a different run ------------------------
@@ -96,8 +97,8 @@ if [ "$(rl_hash "$(rl_ck ref)")" != "$(rl_hash "$(rl_ck neg)")" ]; then
 else
     bad "control: the bitwise comparison did not detect a different run"
 fi
-rl_seed_dir ref neg2 $nb
-rl_train neg2 2 $AMZ --resume auto
+mkdir -p "$T/neg2"
+cp "$T/k$nb/metrics.jsonl" "$T/neg2/"
 sed -i '0,/"train_loss_last": [0-9.e+-]*/s//"train_loss_last": 0/' "$T/neg2/metrics.jsonl"
 if rl_metrics_cmp ref neg2 0 > /dev/null; then
     bad "control: the metrics comparison did not detect a changed value"
