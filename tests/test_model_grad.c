@@ -530,6 +530,38 @@ static void test_retrieval_hard_negative_ties(void)
     mr_mk_bufs_free_d(&w);
 }
 
+/* The positive far into the row (column 45 of 50, inside the heap pass's vector
+ * region) with the highest logit of its row: it must never be offered to the heap of
+ * negatives. Loss against the naive oracle, for both selection paths. */
+static void test_retrieval_hard_negatives_late_positive(void)
+{
+    MrConfig cfg;
+    mr_config_defaults(&cfg);
+    cfg.model.embedding_dim = 2;
+    MrModelShape s;
+    MrErr e;
+    CU_ASSERT_FATAL(mr_model_shape(&s, &cfg, 10, 10, &e) == MR_OK);
+    RetCtx c = {.B = 2, .G = 50, .d = 2, .pos_offset = 45, .scale = 1.0};
+    CU_ASSERT_FATAL(mr_mk_bufs_init_d(&c.w, &s, 2, 50, 1, 1, 1, &e) == MR_OK);
+    double Q[4] = {1.0, 0.0, 0.0, 1.0}, C[100], dQ[4], dC[100];
+    for (int j = 0; j < 100; j++)
+        C[j] = urand(-1, 1);
+    C[90] = 3.0; /* column 45: row 0's positive scores 3 */
+    C[93] = 2.5; /* column 46: row 1's positive scores 2.5 */
+    c.Q = Q;
+    c.C = C;
+    c.dQ = dQ;
+    c.dC = dC;
+    for (int n = 2; n <= 6; n += 4) { /* 2: heap (2*16 <= 50), 6: quickselect */
+        c.o = (MrRetrievalOpts){.num_hard_negatives = n};
+        double loss = ret_obj(&c), want = naive_loss(&c);
+        if (!(fabs(loss - want) <= 1e-12 * (1 + fabs(want))))
+            fprintf(stderr, "  n=%d: loss %.15g, oracle %.15g\n", n, loss, want);
+        CU_ASSERT(fabs(loss - want) <= 1e-12 * (1 + fabs(want)));
+    }
+    mr_mk_bufs_free_d(&c.w);
+}
+
 /* Global negatives: 4 local rows whose positives are columns 2..5 of 9 candidates. */
 static void test_grad_retrieval_global(void)
 {
@@ -711,6 +743,8 @@ int add_suite_model_grad(void)
     CU_add_test(s, "retrieval_hard_negatives", test_grad_retrieval_hard_negatives);
     CU_add_test(s, "retrieval_hard_negatives_full", test_retrieval_hard_negatives_full);
     CU_add_test(s, "retrieval_hard_negative_ties", test_retrieval_hard_negative_ties);
+    CU_add_test(s, "retrieval_hard_negatives_late_positive",
+                test_retrieval_hard_negatives_late_positive);
     CU_add_test(s, "retrieval_global", test_grad_retrieval_global);
     CU_add_test(s, "retrieval_all_options", test_grad_retrieval_all);
     CU_add_test(s, "retrieval_empty", test_retrieval_empty);

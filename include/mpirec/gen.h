@@ -5,10 +5,11 @@
  * 100M+ rows stream without being held in memory.
  *
  * Planted model: user u and item i have latent factors (Gaussian, from the hash);
- * the user of row t follows a power law over users; the item is chosen among 8
+ * the user of row t follows a power law over users; the item is chosen among 32
  * candidates drawn from a Zipf(gen.zipf) popularity (alias table) with probability
- * proportional to exp(4 * <f_u, f_i>) (Gumbel-max), so retrieval can learn
- * something popularity alone cannot; the rating is 3 + 2 tanh(2 <f_u, f_i>) plus
+ * proportional to exp(3 <f_u, f_i>) (Gumbel-max; factors are scaled so that the
+ * dot product is standard normal), so retrieval can learn something popularity
+ * alone cannot; the rating is 3 + 2 tanh(<f_u, f_i>) plus
  * Gaussian noise (gen.noise), rounded and clipped to 1..5; timestamps increase with
  * t; with gen.text, 3-8 tokens mostly drawn from the item's cluster vocabulary.
  * Columns: user,item,rating,timestamp[,text] (CSV with header, or JSON Lines).

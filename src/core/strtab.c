@@ -8,9 +8,10 @@
 #include "mpirec/strtab.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #include "mpirec/hash.h"
+
+#define EMPTY UINT32_MAX
 
 uint64_t mr_strhash(const char *p, size_t n)
 {
@@ -31,6 +32,16 @@ uint64_t mr_strhash(const char *p, size_t n)
     return mr_splitmix64(h);
 }
 
+static MrStrSlot *alloc_slots(int64_t cap)
+{
+    MrStrSlot *s = aligned_alloc(64, (size_t)cap * sizeof *s);
+    if (!s)
+        return NULL;
+    for (int64_t i = 0; i < cap; i++)
+        s[i].id = EMPTY;
+    return s;
+}
+
 int mr_strtab_init(MrStrTab *t, int64_t expected)
 {
     memset(t, 0, sizeof *t);
@@ -38,25 +49,22 @@ int mr_strtab_init(MrStrTab *t, int64_t expected)
     while (cap < 2 * expected)
         cap *= 2;
     t->cap = cap;
-    t->hash = malloc((size_t)cap * sizeof *t->hash);
-    t->slot_id = malloc((size_t)cap * sizeof *t->slot_id);
+    t->slot = alloc_slots(cap);
     t->n_cap = cap / 2;
     t->off = malloc((size_t)t->n_cap * sizeof *t->off);
     t->len = malloc((size_t)t->n_cap * sizeof *t->len);
     t->bytes_cap = 1 << 16;
     t->bytes = malloc((size_t)t->bytes_cap);
-    if (!t->hash || !t->slot_id || !t->off || !t->len || !t->bytes) {
+    if (!t->slot || !t->off || !t->len || !t->bytes) {
         mr_strtab_free(t);
         return -1;
     }
-    memset(t->slot_id, 0xff, (size_t)cap * sizeof *t->slot_id);
     return 0;
 }
 
 void mr_strtab_free(MrStrTab *t)
 {
-    free(t->hash);
-    free(t->slot_id);
+    free(t->slot);
     free(t->off);
     free(t->len);
     free(t->bytes);
@@ -66,58 +74,52 @@ void mr_strtab_free(MrStrTab *t)
 static int grow_slots(MrStrTab *t)
 {
     int64_t cap = t->cap * 2;
-    uint64_t *h = malloc((size_t)cap * sizeof *h);
-    int64_t *s = malloc((size_t)cap * sizeof *s);
-    if (!h || !s) {
-        free(h);
-        free(s);
+    MrStrSlot *s = alloc_slots(cap);
+    if (!s)
         return -1;
-    }
-    memset(s, 0xff, (size_t)cap * sizeof *s);
     for (int64_t i = 0; i < t->cap; i++) {
-        if (t->slot_id[i] < 0)
+        if (t->slot[i].id == EMPTY)
             continue;
-        int64_t j = (int64_t)(t->hash[i] & (uint64_t)(cap - 1));
-        while (s[j] >= 0)
+        int64_t j = (int64_t)(t->slot[i].hash & (uint64_t)(cap - 1));
+        while (s[j].id != EMPTY)
             j = (j + 1) & (cap - 1);
-        s[j] = t->slot_id[i];
-        h[j] = t->hash[i];
+        s[j] = t->slot[i];
     }
-    free(t->hash);
-    free(t->slot_id);
-    t->hash = h;
-    t->slot_id = s;
+    free(t->slot);
+    t->slot = s;
     t->cap = cap;
     return 0;
+}
+
+static inline int slot_eq(const MrStrTab *t, const MrStrSlot *s, const char *p, size_t n,
+                          uint64_t h)
+{
+    if (s->hash != h || s->len != n)
+        return 0;
+    size_t k = n < MR_STRTAB_INLINE ? n : MR_STRTAB_INLINE;
+    if (memcmp(s->inl, p, k) != 0)
+        return 0;
+    return n <= MR_STRTAB_INLINE ||
+           memcmp(t->bytes + t->off[s->id] + MR_STRTAB_INLINE, p + MR_STRTAB_INLINE,
+                  n - MR_STRTAB_INLINE) == 0;
 }
 
 int64_t mr_strtab_find(const MrStrTab *t, const char *p, size_t n, uint64_t h)
 {
     int64_t mask = t->cap - 1;
     for (int64_t j = (int64_t)(h & (uint64_t)mask);; j = (j + 1) & mask) {
-        int64_t id = t->slot_id[j];
-        if (id < 0)
+        const MrStrSlot *s = &t->slot[j];
+        if (s->id == EMPTY)
             return -1;
-        if (t->hash[j] == h && t->len[id] == n && memcmp(t->bytes + t->off[id], p, n) == 0)
-            return id;
+        if (slot_eq(t, s, p, n, h))
+            return s->id;
     }
 }
 
-int64_t mr_strtab_intern(MrStrTab *t, const char *p, size_t n, uint64_t h, int *is_new)
+/* Insert at empty slot j (found by the caller's probe). */
+static int64_t insert_at(MrStrTab *t, int64_t j, const char *p, size_t n, uint64_t h)
 {
-    int64_t mask = t->cap - 1;
-    int64_t j = (int64_t)(h & (uint64_t)mask);
-    for (;; j = (j + 1) & mask) {
-        int64_t id = t->slot_id[j];
-        if (id < 0)
-            break;
-        if (t->hash[j] == h && t->len[id] == n && memcmp(t->bytes + t->off[id], p, n) == 0) {
-            if (is_new)
-                *is_new = 0;
-            return id;
-        }
-    }
-    if (n > UINT32_MAX)
+    if (n > UINT32_MAX - 1 || t->n >= (int64_t)EMPTY - 1)
         return -1;
     if (t->n >= t->n_cap) {
         int64_t nc = t->n_cap * 2;
@@ -146,13 +148,58 @@ int64_t mr_strtab_intern(MrStrTab *t, const char *p, size_t n, uint64_t h, int *
     t->off[id] = t->bytes_len;
     t->len[id] = (uint32_t)n;
     t->bytes_len += (int64_t)n;
-    t->slot_id[j] = id;
-    t->hash[j] = h;
+    MrStrSlot *s = &t->slot[j];
+    s->hash = h;
+    s->id = (uint32_t)id;
+    s->len = (uint32_t)n;
+    memset(s->inl, 0, sizeof s->inl);
+    memcpy(s->inl, p, n < MR_STRTAB_INLINE ? n : MR_STRTAB_INLINE);
+    /* A failed resize leaves a consistent table at a load just above 1/2. */
+    if (2 * t->n > t->cap)
+        (void)grow_slots(t);
+    return id;
+}
+
+int64_t mr_strtab_intern(MrStrTab *t, const char *p, size_t n, uint64_t h, int *is_new)
+{
+    int64_t mask = t->cap - 1;
+    int64_t j = (int64_t)(h & (uint64_t)mask);
+    for (;; j = (j + 1) & mask) {
+        const MrStrSlot *s = &t->slot[j];
+        if (s->id == EMPTY)
+            break;
+        if (slot_eq(t, s, p, n, h)) {
+            if (is_new)
+                *is_new = 0;
+            return s->id;
+        }
+    }
     if (is_new)
         *is_new = 1;
-    if (2 * t->n > t->cap && grow_slots(t) != 0) {
-        /* The string is stored; only the resize failed. The table is still
-         * consistent (load just above 1/2), so report success. */
+    return insert_at(t, j, p, n, h);
+}
+
+#define AHEAD 12
+
+int mr_strtab_intern_batch(MrStrTab *t, int64_t n, const char *const *p, const uint32_t *len,
+                           uint32_t *ids)
+{
+    uint64_t hs[2 * AHEAD];
+    for (int64_t i = 0; i < n && i < AHEAD; i++) {
+        hs[i % (2 * AHEAD)] = mr_strhash(p[i], len[i]);
+        __builtin_prefetch(&t->slot[hs[i % (2 * AHEAD)] & (uint64_t)(t->cap - 1)]);
     }
-    return id;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = i + AHEAD;
+        if (k < n) {
+            uint64_t hk = mr_strhash(p[k], len[k]);
+            hs[k % (2 * AHEAD)] = hk;
+            __builtin_prefetch(&t->slot[hk & (uint64_t)(t->cap - 1)]);
+        }
+        int64_t id = mr_strtab_intern(t, p[i], len[i], hs[i % (2 * AHEAD)], NULL);
+        if (id < 0)
+            return -1;
+        ids[i] = (uint32_t)id;
+    }
+    return 0;
 }

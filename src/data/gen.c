@@ -18,7 +18,7 @@
 
 #include "mpirec/hash.h"
 
-#define NCAND 8
+#define NCAND 32
 #define NCLUSTER 50
 #define WORDS_PER_CLUSTER 20
 #define WBUF (4 << 20)
@@ -50,7 +50,7 @@ static double gauss(uint64_t h)
 static void user_factor(const Gen *g, int64_t u, float *f)
 {
     uint64_t b = mr_mix(mr_mix(g->seed, MR_TAG_GEN), 1000000007ULL + (uint64_t)u);
-    double s = 1.0 / sqrt((double)g->dim);
+    double s = 1.0 / sqrt(sqrt((double)g->dim)); /* <f_u, f_i> ~ N(0, 1) */
     for (int k = 0; k < g->dim; k++)
         f[k] = (float)(gauss(mr_mix(b, (uint64_t)k)) * s);
 }
@@ -78,7 +78,7 @@ static int gen_init(Gen *g, const MrConfig *cfg, MrErr *e)
         return mr_err_set(e, MR_ENOMEM, "out of memory for %lld synthetic items",
                           (long long)g->I);
     }
-    double s = 1.0 / sqrt((double)g->dim);
+    double s = 1.0 / sqrt(sqrt((double)g->dim));
     for (int64_t i = 0; i < g->I; i++) {
         uint64_t b = mr_mix(mr_mix(g->seed, MR_TAG_GEN), 2000000011ULL + (uint64_t)i);
         for (int k = 0; k < g->dim; k++)
@@ -178,14 +178,14 @@ static char *format_row(const Gen *g, int64_t t, char *p)
         for (int k = 0; k < dim; k++)
             dot += (double)fu[k] * fi[k];
         double gum = -log(-log(unit(mr_mix(hc, 77)) * (1 - 1e-12) + 1e-300));
-        double sc = 4.0 * dot + gum;
+        double sc = 3.0 * dot + gum;
         if (sc > best_s) {
             best_s = sc;
             best = j;
             best_dot = dot;
         }
     }
-    double r = 3.0 + 2.0 * tanh(2.0 * best_dot) + g->cfg->gen.noise * gauss(mr_mix(h, 91));
+    double r = 3.0 + 2.0 * tanh(best_dot) + g->cfg->gen.noise * gauss(mr_mix(h, 91));
     int rating = (int)lround(r);
     rating = rating < 1 ? 1 : rating > 5 ? 5 : rating;
     uint64_t ts = 1500000000ULL + (uint64_t)((double)t * (157680000.0 / (double)(g->K + 1))) +

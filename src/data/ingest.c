@@ -34,6 +34,7 @@
 
 #define CHUNK (8 << 20)
 #define MAX_BAD_KEPT 16
+#define PEND 2048
 
 static const char *col_names[MR_NCOLS] = {"user", "item", "rating", "text", "timestamp"};
 
@@ -59,6 +60,16 @@ typedef struct Ing {
     int64_t n, cap, ntok, tok_cap;
     char *scratch;            /* tokenizer output */
     size_t scratch_cap;
+    /* Strings of records parsed but not yet interned (batched for prefetching):
+     * pointers into the parse buffer, or into `arena` for fields the reader
+     * unescaped into its scratch. Valid until the parse call returns. */
+    const char *buf_lo, *buf_hi;
+    int64_t npend;
+    const char *pend_p[2 * PEND];
+    uint32_t pend_l[2 * PEND];
+    uint32_t pend_id[2 * PEND];
+    char *arena;
+    size_t arena_len, arena_cap;
     int64_t n_bad;
     BadRec bad[MAX_BAD_KEPT];
     int n_bad_kept;
@@ -127,6 +138,79 @@ static int take_token(const char *tok, size_t len, void *ud)
     return 0;
 }
 
+/* Intern the pending users and items (records n - npend .. n-1). */
+static int flush_pending(Ing *g)
+{
+    int64_t m = g->npend;
+    if (!m)
+        return 0;
+    /* users at even slots, items at odd slots of pend_*: split into two runs */
+    const char *up[PEND], *ip[PEND];
+    uint32_t ul[PEND], il[PEND], uid[PEND], iid[PEND];
+    for (int64_t k = 0; k < m; k++) {
+        up[k] = g->pend_p[2 * k];
+        ul[k] = g->pend_l[2 * k];
+        ip[k] = g->pend_p[2 * k + 1];
+        il[k] = g->pend_l[2 * k + 1];
+    }
+    if (mr_strtab_intern_batch(&g->users, m, up, ul, uid) != 0 ||
+        mr_strtab_intern_batch(&g->items, m, ip, il, iid) != 0)
+        return -1;
+    int64_t first = g->n - m;
+    memcpy(g->u + first, uid, (size_t)m * sizeof *uid);
+    memcpy(g->it + first, iid, (size_t)m * sizeof *iid);
+    g->npend = 0;
+    g->arena_len = 0;
+    return 0;
+}
+
+static int outside(const Ing *g, const char *p, size_t len)
+{
+    return p < g->buf_lo || p + len > g->buf_hi;
+}
+
+static const char *arena_copy(Ing *g, const char *p, size_t len)
+{
+    char *q = g->arena + g->arena_len;
+    memcpy(q, p, len);
+    g->arena_len += len;
+    return q;
+}
+
+/* Queue the user and item strings of the record being added, copying those that
+ * do not live in the parse buffer (the reader unescaped them into its scratch).
+ * Room for both is made first, so a flush never splits a record's pair. */
+static int pend_record(Ing *g, const char *up, size_t ul, const char *ip, size_t il)
+{
+    if (ul > UINT32_MAX - 1 || il > UINT32_MAX - 1)
+        return -1;
+    size_t need = (outside(g, up, ul) ? ul : 0) + (outside(g, ip, il) ? il : 0);
+    if (g->arena_len + need > g->arena_cap) {
+        if (flush_pending(g) != 0) /* earlier copies must not move */
+            return -1;
+        size_t cap = g->arena_cap ? g->arena_cap : 1 << 16;
+        while (cap < need)
+            cap *= 2;
+        if (cap > g->arena_cap) {
+            char *a = realloc(g->arena, cap);
+            if (!a)
+                return -1;
+            g->arena = a;
+            g->arena_cap = cap;
+        }
+    }
+    if (outside(g, up, ul))
+        up = arena_copy(g, up, ul);
+    if (outside(g, ip, il))
+        ip = arena_copy(g, ip, il);
+    g->pend_p[2 * g->npend] = up;
+    g->pend_l[2 * g->npend] = (uint32_t)ul;
+    g->pend_p[2 * g->npend + 1] = ip;
+    g->pend_l[2 * g->npend + 1] = (uint32_t)il;
+    g->npend++;
+    return 0;
+}
+
 static const char *kind_name(MrValKind k)
 {
     switch (k) {
@@ -187,16 +271,13 @@ static int on_record(const MrRecord *rec, void *ud)
         return -1;
     }
     int64_t k = g->n;
-    int64_t uid = mr_strtab_intern(&g->users, f[MR_COL_USER].p, f[MR_COL_USER].len,
-                                   mr_strhash(f[MR_COL_USER].p, f[MR_COL_USER].len), NULL);
-    int64_t iid = mr_strtab_intern(&g->items, f[MR_COL_ITEM].p, f[MR_COL_ITEM].len,
-                                   mr_strhash(f[MR_COL_ITEM].p, f[MR_COL_ITEM].len), NULL);
-    if (uid < 0 || iid < 0) {
+    /* Count the record (g->n) only after its strings are queued; a flush inside
+     * pend_record covers the earlier records only. */
+    if (pend_record(g, f[MR_COL_USER].p, f[MR_COL_USER].len, f[MR_COL_ITEM].p,
+                    f[MR_COL_ITEM].len) != 0) {
         g->oom = 1;
         return -1;
     }
-    g->u[k] = (uint32_t)uid;
-    g->it[k] = (uint32_t)iid;
     g->rating[k] = (float)rating;
     if (g->has_ts)
         g->ts[k] = ts;
@@ -222,6 +303,10 @@ static int on_record(const MrRecord *rec, void *ud)
         g->tok_off[k + 1] = g->ntok;
     }
     g->n++;
+    if (g->npend == PEND && flush_pending(g) != 0) {
+        g->oom = 1;
+        return -1;
+    }
     return 0;
 }
 
@@ -276,6 +361,7 @@ static void ing_free(Ing *g)
     free(g->tok_off);
     free(g->tok);
     free(g->scratch);
+    free(g->arena);
 }
 
 /* Strings of a string table as pointer/length arrays (borrowed bytes). */
@@ -323,62 +409,85 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, const uint32
     return rc;
 }
 
-/* Duplicate (user, item) pairs: pairs are sent to the rank owning their hash; a
- * pair occurring m times contributes m - 1. */
-static int count_duplicates(MrComm *c, const int64_t *u, const int64_t *it, int64_t n,
-                            int64_t *dups, MrErr *e)
+/* LSD radix sort of 64-bit keys, 16 bits per pass, skipping passes where every
+ * key has the same digit. */
+static int radix_u64(uint64_t *a, int64_t n)
+{
+    if (n < 2)
+        return 0;
+    uint64_t *orig = a, *b = malloc((size_t)n * sizeof *b);
+    int64_t *cnt = malloc((65536 + 1) * sizeof *cnt);
+    if (!b || !cnt) {
+        free(b);
+        free(cnt);
+        return -1;
+    }
+    for (int sh = 0; sh < 64; sh += 16) {
+        memset(cnt, 0, (65536 + 1) * sizeof *cnt);
+        for (int64_t i = 0; i < n; i++)
+            cnt[((a[i] >> sh) & 0xffff) + 1]++;
+        if (cnt[((a[0] >> sh) & 0xffff) + 1] == n)
+            continue;
+        for (int dgt = 0; dgt < 65536; dgt++)
+            cnt[dgt + 1] += cnt[dgt];
+        for (int64_t i = 0; i < n; i++)
+            b[cnt[(a[i] >> sh) & 0xffff]++] = a[i];
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    /* After an odd number of moves the sorted data is in the scratch buffer. */
+    if (a != orig) {
+        memcpy(orig, a, (size_t)n * sizeof *a);
+        b = a;
+    }
+    free(b);
+    free(cnt);
+    return 0;
+}
+
+/* Duplicate (user, item) pairs: a pair occurring m times contributes m - 1.
+ * Pairs are compared by their id strings, not by vocabulary ids (several unknown
+ * users all map to the OOV id 0 and are not duplicates of each other): each
+ * record's key is a 64-bit hash of its user and item strings (a false match needs
+ * a 64-bit collision: ~n^2 / 2^65, negligible). Keys go to the rank owning their
+ * hash, are radix-sorted there, and equal neighbours are counted; sorting streams
+ * through memory where a hash set of millions of pairs would miss the cache on
+ * every insert. */
+static int count_duplicates(MrComm *c, const uint64_t *keys, int64_t n, int64_t *dups, MrErr *e)
 {
     int P = c->size;
     int64_t *sn = calloc((size_t)P, 8), *rn = calloc((size_t)P, 8), *pos = calloc((size_t)P, 8);
-    int64_t *send = malloc((size_t)(2 * n + 1) * 8), *recv = NULL;
+    uint64_t *send = malloc((size_t)(n + 1) * 8), *recv = NULL;
     int rc = (sn && rn && pos && send) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
     if ((rc = mr_comm_agree(c, rc, e)))
         goto out;
     for (int64_t i = 0; i < n; i++)
-        sn[mr_mix((uint64_t)u[i], (uint64_t)it[i]) % (uint64_t)P]++;
+        sn[keys[i] % (uint64_t)P]++;
     for (int q = 1; q < P; q++)
         pos[q] = pos[q - 1] + sn[q - 1];
-    for (int64_t i = 0; i < n; i++) {
-        int q = (int)(mr_mix((uint64_t)u[i], (uint64_t)it[i]) % (uint64_t)P);
-        send[2 * pos[q]] = u[i];
-        send[2 * pos[q] + 1] = it[i];
-        pos[q]++;
-    }
+    for (int64_t i = 0; i < n; i++)
+        send[pos[keys[i] % (uint64_t)P]++] = keys[i];
     for (int q = 0; q < P; q++)
-        sn[q] *= 16;
+        sn[q] *= 8;
     if ((rc = mr_comm_alltoall_i64(c, sn, rn, e)))
         goto out;
     int64_t nr = 0;
     for (int q = 0; q < P; q++)
-        nr += rn[q] / 16;
-    recv = malloc((size_t)(2 * nr + 1) * 8);
-    int64_t cap = 64;
-    while (cap < 2 * nr)
-        cap *= 2;
-    int64_t *tab = malloc((size_t)cap * 16);
-    rc = (recv && tab) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicates");
-    if ((rc = mr_comm_agree(c, rc, e)) || (rc = mr_comm_alltoallv(c, send, sn, recv, rn, e))) {
-        free(tab);
+        nr += rn[q] / 8;
+    recv = malloc((size_t)(nr + 1) * 8);
+    rc = recv ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicates");
+    if ((rc = mr_comm_agree(c, rc, e)) || (rc = mr_comm_alltoallv(c, send, sn, recv, rn, e)))
         goto out;
-    }
-    memset(tab, 0xff, (size_t)cap * 16);
+    free(send);
+    send = NULL;
+    if (radix_u64(recv, nr) != 0)
+        rc = mr_err_set(e, MR_ENOMEM, "out of memory counting duplicates");
+    if ((rc = mr_comm_agree(c, rc, e)))
+        goto out;
     int64_t d = 0;
-    for (int64_t k = 0; k < nr; k++) {
-        int64_t a = recv[2 * k], b = recv[2 * k + 1];
-        uint64_t h = mr_mix((uint64_t)a * 0x9E3779B97F4A7C15ULL, (uint64_t)b);
-        for (int64_t j = (int64_t)(h & (uint64_t)(cap - 1));; j = (j + 1) & (cap - 1)) {
-            if (tab[2 * j] == -1) {
-                tab[2 * j] = a;
-                tab[2 * j + 1] = b;
-                break;
-            }
-            if (tab[2 * j] == a && tab[2 * j + 1] == b) {
-                d++;
-                break;
-            }
-        }
-    }
-    free(tab);
+    for (int64_t k = 1; k < nr; k++)
+        d += recv[k] == recv[k - 1];
     if ((rc = mr_comm_allreduce_i64(c, &d, 1, MR_SUM, e)))
         goto out;
     *dups = d;
@@ -558,8 +667,15 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
             int at_eof = buf_off + (int64_t)len >= g.size;
             size_t consumed = 0;
             int64_t next_line = line;
+            g.buf_lo = buf;
+            g.buf_hi = buf + len;
             int stop = mr_reader_parse(rd, buf, len, buf_off, line, hi, at_eof, on_record, &g,
                                        &consumed, &next_line, &done);
+            /* Interned before the buffer moves (pending pointers point into it). */
+            if (!g.oom && flush_pending(&g) != 0)
+                g.oom = 1;
+            if (g.oom && !stop)
+                stop = -1;
             if (stop) {
                 if (g.oom)
                     rc = mr_err_set(e, MR_ENOMEM, "out of memory while parsing %s", g.path);
@@ -735,8 +851,31 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     v[4] = g.n_bad;
     if ((rc = mr_comm_allreduce_i64(c, v, 6, MR_SUM, e)))
         goto fail;
-    if ((rc = count_duplicates(c, d->user, d->item, n, &d->sum.duplicate_pairs, e)))
-        goto fail;
+    {
+        /* Pair keys from the id strings (see count_duplicates). */
+        uint64_t *hu = malloc((size_t)(g.users.n + 1) * 8), *hit = malloc((size_t)(g.items.n + 1) * 8),
+                 *keys = malloc((size_t)(n + 1) * 8);
+        rc = (hu && hit && keys) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
+        if (!(rc = mr_comm_agree(c, rc, e))) {
+            size_t len;
+            for (int64_t k = 0; k < g.users.n; k++) {
+                const char *p = mr_strtab_str(&g.users, k, &len);
+                hu[k] = mr_strhash(p, len);
+            }
+            for (int64_t k = 0; k < g.items.n; k++) {
+                const char *p = mr_strtab_str(&g.items, k, &len);
+                hit[k] = mr_strhash(p, len);
+            }
+            for (int64_t i = 0; i < n; i++)
+                keys[i] = mr_mix(hu[g.u[i]], hit[g.it[i]]);
+            rc = count_duplicates(c, keys, n, &d->sum.duplicate_pairs, e);
+        }
+        free(hu);
+        free(hit);
+        free(keys);
+        if (rc)
+            goto fail;
+    }
     MrDataSummary *s = &d->sum;
     s->records = total;
     s->bad_records = v[4];

@@ -191,14 +191,27 @@ static int S_(nth_largest_heap)(const R_ *row, const R_ *lq, int64_t G, int64_t 
         S_(rv) v;
         RLOAD_EFF(v, row, lq, j);
         S_(rvi) hit = (v > RSPLAT(tmp[0])) | (v != v);
-        int any = 0;
-        for (int64_t l = 0; l < RVL; l++)
-            any |= hit[l] != 0;
-        if (!any)
+        uint64_t words[8]; /* any lane set? eight ORs instead of a lane-by-lane scan */
+        memcpy(words, &hit, sizeof words);
+        if (!(words[0] | words[1] | words[2] | words[3] | words[4] | words[5] | words[6] |
+              words[7]))
             continue;
-        for (int64_t l = 0; l < RVL; l++)
-            if (j + l != pc && !S_(heap_offer)(row, lq, j + l, n, tmp))
+        /* Offer only the lanes that beat the minimum at the start of the vector: the
+         * minimum only grows, so the other lanes cannot enter the heap. */
+        R_ vals[RVL];
+        __typeof__(hit[0]) lanes[RVL];
+        memcpy(vals, &v, sizeof vals);
+        memcpy(lanes, &hit, sizeof lanes);
+        for (int64_t l = 0; l < RVL; l++) {
+            if (!lanes[l] || j + l == pc)
+                continue;
+            if (vals[l] != vals[l])
                 return 0;
+            if (vals[l] > tmp[0]) {
+                tmp[0] = vals[l];
+                S_(heap_down)(tmp, n, 0);
+            }
+        }
     }
     for (; j < G; j++)
         if (j != pc && !S_(heap_offer)(row, lq, j, n, tmp))
