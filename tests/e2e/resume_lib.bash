@@ -168,10 +168,19 @@ rl_expect_rc() {
 }
 
 rl_ck() { echo "$T/$1/checkpoints/$(cat "$T/$1/checkpoints/latest")"; }
-rl_hash() { $PY "$SRC/tests/parity/hash_params.py" "$1"; }
+# hash_params.py costs ~0.5 s (h5py import): cache by path, size and mtime.
+declare -A RL_HASHES=()
+rl_hash() {
+    local key
+    key="$1:$(stat -c %s:%Y.%y "$1")"
+    [ -n "${RL_HASHES[$key]:-}" ] || RL_HASHES[$key]=$($PY "$SRC/tests/parity/hash_params.py" "$1")
+    echo "${RL_HASHES[$key]}"
+}
 
 rl_same_hash() {
     local ha hb
+    rl_hash "$(rl_ck "$1")" > /dev/null # fills the cache (a $(...) subshell would not)
+    rl_hash "$(rl_ck "$2")" > /dev/null
     ha=$(rl_hash "$(rl_ck "$1")")
     hb=$(rl_hash "$(rl_ck "$2")")
     if [ "$ha" = "$hb" ]; then ok "$3: bitwise equal ($ha)"; else bad "$3: hashes differ ($ha vs $hb)"; fi
