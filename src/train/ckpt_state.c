@@ -1,12 +1,13 @@
 /* ckpt_state.c — what a training checkpoint holds, and how it maps onto the
- * generic checkpoint file API (ckpt.h). Schema documented in docs/checkpoint.md.
+ * generic checkpoint file API (ckpt.h). Schema documented in docs/resume.md.
  *
  *   /meta attrs   kind "train", step, epoch, batch (cursor: next global batch of
  *                 `epoch`), seed, ranks (P at save), sharding, optimizer_step,
- *                 model_hash, config (JSON), vocab hashes, metrics (JSON Lines so
- *                 far), epoch_loss_sum/epoch_batches of the epoch in progress,
- *                 train_seconds, last_loss (loss of the last step), final (1 when
- *                 written after the run's final evaluation), dense_layout
+ *                 model_hash, config (JSON), vocab hashes (user, item, text),
+ *                 metrics (JSON Lines so far), epoch_loss_sum/epoch_batches of
+ *                 the epoch in progress, train_seconds, last_loss (loss of the
+ *                 last step), final (1 when written after the run's final
+ *                 evaluation), dense_layout (docs/resume.md has the table)
  *   /vocab/{user,item}/{bytes,offsets}, /vocab/{user,item}/count
  *   /vocab/text/{bytes,offsets,count}              (with a text feature)
  *   /params/dense           [n_dense]             float32
@@ -133,6 +134,7 @@ int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const
     TRY(mr_ckpt_write_attr_i64(w, "model_hash", (int64_t)meta->model_hash, e));
     TRY(mr_ckpt_write_attr_i64(w, "user_vocab_hash", (int64_t)meta->user_vocab_hash, e));
     TRY(mr_ckpt_write_attr_i64(w, "item_vocab_hash", (int64_t)meta->item_vocab_hash, e));
+    TRY(mr_ckpt_write_attr_i64(w, "text_vocab_hash", (int64_t)meta->text_vocab_hash, e));
     TRY(mr_ckpt_write_attr_f64(w, "epoch_loss_sum", meta->epoch_loss_sum, e));
     TRY(mr_ckpt_write_attr_i64(w, "epoch_batches", meta->epoch_batches, e));
     TRY(mr_ckpt_write_attr_f64(w, "train_seconds", meta->train_seconds, e));
@@ -222,6 +224,9 @@ int mr_ckpt_state_read_meta(MrCkptReader *r, MrCkptMeta *m, char **config_json, 
         m->last_loss = 0;
     if (mr_ckpt_read_attr_i64(r, "final", &m->final, &ignore))
         m->final = 0;
+    if (mr_ckpt_read_attr_i64(r, "text_vocab_hash", &v, &ignore))
+        v = 0;
+    m->text_vocab_hash = (uint64_t)v;
     if (config_json && (rc = mr_ckpt_read_attr_str(r, "config", config_json, e)))
         return rc;
     if (metrics && (rc = mr_ckpt_read_attr_str(r, "metrics", metrics, e)))

@@ -15,6 +15,7 @@ typedef struct MrCkptMeta {
     int64_t optimizer_step;
     uint64_t model_hash;
     uint64_t user_vocab_hash, item_vocab_hash;
+    uint64_t text_vocab_hash; /* 0: no text feature, or a file written without it */
     double epoch_loss_sum;   /* sum of batch losses of the epoch so far */
     int64_t epoch_batches;
     double train_seconds;    /* training wall time so far (all segments) */

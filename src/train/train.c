@@ -26,6 +26,7 @@
 
 #include "ckpt_state.h"
 #include "mpirec/ckpt.h"
+#include "mpirec/hash.h"
 #include "mpirec/log.h"
 #include "mpirec/train.h"
 #include "step_ctx.h"
@@ -111,6 +112,25 @@ static void log_metrics(const char *split, int64_t epoch, const MrMetrics *m)
     mr_log(MR_LOG_INFO, "%s", line);
 }
 
+/* Hash of the text-token vocabulary (ids 2.. in order), 0 without text. The
+ * table is replicated, so every rank computes the same value locally. A resumed
+ * run compares it with the checkpoint's, like the user and item vocabularies. */
+static uint64_t token_vocab_hash(const MrTokenVocab *tv)
+{
+    int64_t n = tv->size > 2 ? tv->size - 2 : 0;
+    if (n == 0 || !tv->off)
+        return 0;
+    uint64_t h = mr_mix(0x746f6b656e73ULL, (uint64_t)n);
+    const unsigned char *b = (const unsigned char *)tv->bytes;
+    for (int64_t k = 0; k < n; k++) {
+        uint64_t f = 0xcbf29ce484222325ULL; /* FNV-1a of the token's bytes */
+        for (int64_t i = tv->off[k]; i < tv->off[k + 1]; i++)
+            f = (f ^ b[i]) * 0x100000001b3ULL;
+        h = mr_mix(h, f);
+    }
+    return h | 1; /* never 0: 0 means "not recorded" */
+}
+
 /* MemAvailable of this node in bytes (0 if unknown). */
 static int64_t mem_available(void)
 {
@@ -189,7 +209,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
 
     if ((rc = mr_state_init(&s, c, cfg, d->users.size, d->items.size, e)))
         return rc;
-    uint64_t uh = 0, ih = 0;
+    uint64_t uh = 0, ih = 0, th = cfg->model.text.enabled ? token_vocab_hash(&d->tokens) : 0;
     if ((rc = mr_vocab_hash(&d->users, c, &uh, e)) || (rc = mr_vocab_hash(&d->items, c, &ih, e)))
         goto out;
 
@@ -247,6 +267,11 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
                                 "cannot resume from %s: the data gives different %s vocabulary "
                                 "than the checkpoint's (has data.path's file changed?)",
                                 resume_path, m.user_vocab_hash != uh ? "user" : "item");
+            else if (m.text_vocab_hash && th && m.text_vocab_hash != th)
+                rc = mr_err_set(e, MR_ECONFIG,
+                                "cannot resume from %s: the data gives a different text-token "
+                                "vocabulary than the checkpoint's (has data.path's file changed?)",
+                                resume_path);
         }
         if (!rc)
             rc = mr_ckpt_state_load(r, c, &s, e);
@@ -343,6 +368,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
         m_.model_hash = mhash;                                                                     \
         m_.user_vocab_hash = uh;                                                                   \
         m_.item_vocab_hash = ih;                                                                   \
+        m_.text_vocab_hash = th;                                                                   \
         m_.epoch_loss_sum = ep_loss;                                                               \
         m_.epoch_batches = ep_batches;                                                             \
         m_.train_seconds = seconds_before + (mr_comm_wtime() - seg_start);                         \

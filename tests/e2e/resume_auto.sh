@@ -13,8 +13,9 @@
 #     uninterrupted run with the new epoch count, bitwise), checkpoint interval and
 #     keep, logging, a copy of the data file at another path;
 #   - model-shape / vocabulary-source / optimizer changes are refused with exit 3
-#     and a message naming the key; a data file giving other vocabularies is
-#     refused naming the vocabulary; a refused run leaves the checkpoints alone.
+#     and a message naming the key; a data file giving other user/item or
+#     text-token vocabularies is refused naming the vocabulary; a refused run
+#     leaves the checkpoints alone.
 set -euo pipefail
 source "$(dirname "$0")/resume_lib.bash"
 rl_init resume_auto
@@ -129,4 +130,28 @@ refused vfrom vocab.from --set vocab.from=train
 refused opt optimizer.name --set optimizer.name=adam
 head -900 "$DATA/amazon_reviews.csv" > "$T/fewer.csv"
 refused vocab "vocabulary than the checkpoint" --set data.path="$T/fewer.csv"
+
+# Same users and items, one review summary changed: the text-token vocabulary
+# differs (multitask model with the text tower), refused too.
+MT="--config $SRC/configs/amazon_reviews_multitask.json --set data.path=$DATA/amazon_reviews.csv"
+rl_train mt 1 $MT --set train.max_steps=5 --set checkpoint.every_steps=5
+rl_expect_rc 0 "multitask run with the text tower" mt
+$PY - "$DATA/amazon_reviews.csv" "$T/text.csv" <<'PYEOF'
+import csv, sys
+with open(sys.argv[1], newline="") as f, open(sys.argv[2], "w", newline="") as g:
+    r, w = csv.reader(f), csv.writer(g)
+    rows = list(r)
+    col = rows[0].index("summary")
+    rows[1][col] = "qwzxv unheardofword"
+    w.writerows(rows)
+PYEOF
+before=$(cd "$T/mt/checkpoints" && md5sum ckpt-* latest)
+rl_train mt 1 $MT --resume auto --set data.path="$T/text.csv"
+rl_expect_rc 3 "refused: data with another text-token vocabulary" mt
+grep -q "different text-token vocabulary" "$T/mt.log" && ok "refusal names the text-token vocabulary" ||
+    { bad "refusal does not name the text vocabulary"; tail -3 "$T/mt.log"; }
+[ "$before" = "$(cd "$T/mt/checkpoints" && md5sum ckpt-* latest)" ] && ok "checkpoints untouched" ||
+    bad "refused run changed the checkpoints"
+rl_train mt 1 $MT --resume auto --set train.max_steps=8
+rl_expect_rc 0 "the same data resumes (text tower)" mt
 rl_done
