@@ -50,6 +50,9 @@ static const char *help =
     "  --resume PATH   continue from that checkpoint\n"
     "  -q / -v         fewer / more messages\n\n"
     "SIGTERM or SIGUSR1: checkpoint at the next step boundary and exit with 75.\n"
+    "One job per DIR: a second `mpirec train` on a DIR in use (lock file\n"
+    "DIR/checkpoints/mpirec.lock) fails at once with exit 5, naming the holder.\n"
+    "Details: docs/resume.md, docs/slurm.md.\n"
     "Config keys: `mpirec config --keys`.\n";
 
 int cmd_train(int argc, char **argv)
