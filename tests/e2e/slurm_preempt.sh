@@ -2,17 +2,19 @@
 # ctest-labels: e2e slurm
 # ctest-timeout: 400
 # Preemption under a REAL single-node SLURM (22.05, munge; tests/slurm/start.sh
-# in a private state dir under MPIREC_TMP, free ports, CPUs=4 on this node):
+# in a private state dir under MPIREC_TMP, free ports, CPUs=6 on this node):
 # launch/mpirec.sbatch is submitted twice, as job A (mpirun launcher) and job B
 # (MPIREC_LAUNCHER=srun: srun --mpi=pmix), 2 tasks each, on a synthetic set with
 # a checkpoint every 2 steps (progress markers). Then
 #   1. while A runs, `mpirec train` on A's run directory fails with exit 5 and
-#      names A's SLURM job id (the run-directory lock);
+#      names A's SLURM job id (the run-directory lock); a third job C (srun), once
+#      training, is cancelled with a plain `scancel`: its ranks may still
+#      checkpoint and exit 75, but it must stay CANCELLED (not requeue itself);
 #   2. preemption by hand: `scancel -b -s TERM A` and `scancel -b -s USR1 B` (to
 #      the batch shells only): the shells forward SIGUSR1 to the launcher, the
 #      ranks checkpoint and exit 75, the shells `scontrol requeue` the jobs;
 #      SLURM restarts them (SLURM_RESTART_COUNT=1) and they resume;
-#   3. preemption by priority: a 4-task job in the `high` partition preempts both
+#   3. preemption by priority: a 6-task job in the `high` partition preempts both
 #      (preempt_send_user_signal: the batch shells get their --signal B:USR1):
 #      same path, SLURM_RESTART_COUNT=2;
 #   4. both jobs COMPLETE, and their final models are bitwise equal to an
@@ -37,17 +39,24 @@ done
 # Private cluster directory; unix socket paths must stay short.
 CL=$T/cluster
 if [ ${#CL} -ge 70 ]; then CL=$(mktemp -d /tmp/mpirec-slurm.XXXXXX); fi
-export SLURM_LOCAL_DIR=$CL CPUS=4
+export SLURM_LOCAL_DIR=$CL CPUS=6
+WATCHDOG=""
 cleanup() {
     rl_cleanup
     "$SLURM_DIR/stop.sh" >> "$T/stop.log" 2>&1 || true
+    [ -z "$WATCHDOG" ] || kill "$WATCHDOG" 2>/dev/null || true
     [ "$CL" = "$T/cluster" ] || rm -rf "$CL"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# Watchdog, in its own session so that a kill of our process group spares it.
-setsid bash -c 'while kill -0 '$$' 2>/dev/null; do sleep 1; done
+# Watchdog, in its own session so that a kill of our process group spares it: it
+# waits while this shell lives (same pid AND same start time, so a reused pid
+# does not fool it) and then stops the cluster.
+me=$$
+born=$(awk '{print $22}' /proc/$me/stat)
+setsid bash -c 'while [ "$(awk "{print \$22}" /proc/'$me'/stat 2>/dev/null)" = '$born' ]; do sleep 1; done
     SLURM_LOCAL_DIR='"$CL"' '"$SLURM_DIR"'/stop.sh >> '"$T"'/watchdog.log 2>&1' < /dev/null > /dev/null 2>&1 &
+WATCHDOG=$!
 
 "$BIN" gen --out "$T/syn.csv" --users 3000 --items 800 --interactions 20000 --seed 17 > /dev/null
 CFG=$SRC/configs/synthetic.json
@@ -67,7 +76,8 @@ submit() { # submit NAME LAUNCHER
 }
 ja=$(submit A mpirun)
 jb=$(submit B srun)
-echo "submitted A=$ja (mpirun) B=$jb (srun)"
+jc=$(submit C srun)
+echo "submitted A=$ja (mpirun) B=$jb (srun) C=$jc (srun, to be cancelled)"
 
 step_of() { sed -E 's/^ckpt-0*([0-9]+)\.h5$/\1/' "$T/$1/checkpoints/latest" 2>/dev/null || echo 0; }
 # wait_progress NAME MIN_STEP: until the job's run dir has a checkpoint >= MIN_STEP
@@ -93,9 +103,11 @@ wait_restart() {
 }
 echo "$ja" > "$T/A.jid"
 echo "$jb" > "$T/B.jid"
+echo "$jc" > "$T/C.jid"
 
-wait_progress A 10 && wait_progress B 10 || { bad "jobs did not start training"; rl_done; }
-echo "t=${SECONDS}s: both jobs training"
+wait_progress A 10 && wait_progress B 10 && wait_progress C 4 || { bad "jobs did not start training"; rl_done; }
+echo "t=${SECONDS}s: all three jobs training"
+scancel "$jc" # a user's cancel: must not be undone by the template's requeue
 
 # 1. the lock names the SLURM job
 set +e
@@ -115,8 +127,8 @@ wait_restart A 1 && wait_restart B 1 || bad "no restart after scancel -b"
 echo "t=${SECONDS}s: both jobs restarted"
 wait_progress A $((sa + 15)) && wait_progress B $((sb + 15)) || bad "no progress after the restart"
 
-# 3. preemption by a job in the high partition (needs all 4 CPUs)
-jh=$(sbatch --parsable -p high -n 4 -J high -D "$T" --output="$T/high.out" --wrap "sleep 1")
+# 3. preemption by a job in the high partition (needs all 6 CPUs)
+jh=$(sbatch --parsable -p high -n 6 -J high -D "$T" --output="$T/high.out" --wrap "sleep 1")
 echo "t=${SECONDS}s: submitted high-priority job $jh"
 wait_restart A 2 && wait_restart B 2 || bad "no restart after preemption by the high partition"
 echo "t=${SECONDS}s: both jobs restarted again"
@@ -146,6 +158,15 @@ for j in A B; do
     rl_same_hash ref "$j" "job $j ($(grep -o "launcher=[a-z]*" "$out" | head -1)) after 2 preemptions"
     rl_same_metrics ref "$j" "job $j after 2 preemptions"
 done
+# C: cancelled by scancel, and it stayed so (it would have restarted long ago).
+st=$(scontrol -o show job "$jc" | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
+if [ "$st" = CANCELLED ] && ! grep -q "SLURM_RESTART_COUNT=1" "$T/C.out"; then
+    ok "job C: cancelled by scancel and not requeued ($(grep -o "srun exited with [0-9]*" "$T/C.out" | head -1);" \
+        "$(grep -o "not requeueing" "$T/C.out" | head -1))"
+else
+    bad "job C: state $st after scancel"
+    tail -20 "$T/C.out"
+fi
 grep -q "batch shell got SIGTERM" "$T/A.out" && grep -q "batch shell got SIGUSR1" "$T/B.out" &&
     ok "signals reached the batch shells (USR1 and TERM)" || bad "signals missing in the job logs"
 
