@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ctest-labels: e2e mpi
 # ctest-timeout: 300
-# --resume auto and config changes on resume (amazon_reviews.csv, P = 2):
-#   - no checkpoint (no directory, empty directory): starts fresh and says so;
+# --resume auto and config changes on resume (amazon_reviews.csv, P = 2; the
+# refused cases run at P = 1, a rank change alone being allowed):
+#   - no checkpoint (no run directory yet): starts fresh and says so;
 #     the result is bitwise the uninterrupted run's;
 #   - the newest checkpoint corrupt (one flipped byte; truncated; both newest
 #     two; `latest` naming garbage): falls back to the previous valid one, names
