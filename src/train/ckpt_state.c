@@ -216,9 +216,10 @@ int mr_ckpt_state_read_meta(MrCkptReader *r, MrCkptMeta *m, char **config_json, 
         (rc = mr_ckpt_read_attr_i64(r, "epoch_batches", &m->epoch_batches, e)) ||
         (rc = mr_ckpt_read_attr_f64(r, "train_seconds", &m->train_seconds, e)))
         return rc;
-    /* Optional: absent in files written before they existed. The file was verified
-     * (digest over every byte) before we get here, so a failed read means "absent",
-     * not "damaged"; every rank gets the same answer (the reads are collective). */
+    /* Optional: absent in files written before they existed, so a failed read
+     * means "absent" (every rank gets the same answer: the reads are collective).
+     * Damage is not the caller's worry here: a resume verifies the whole file
+     * (digest over every byte, every checksum) before reading any of it. */
     MrErr ignore;
     if (mr_ckpt_read_attr_f64(r, "last_loss", &m->last_loss, &ignore))
         m->last_loss = 0;

@@ -31,7 +31,8 @@ typedef struct MrCkptMeta {
 int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const MrState *s,
                        const MrDataset *d, int keep, char *saved, size_t saved_n, MrErr *e);
 /* Read the /meta attributes (config and metrics: malloc'd, may be NULL).
- * last_loss and final are optional (files written before they existed read as 0). */
+ * last_loss, final and text_vocab_hash are optional (files written before they
+ * existed read as 0). */
 int mr_ckpt_state_read_meta(MrCkptReader *r, MrCkptMeta *m, char **config_json, char **metrics,
                             MrErr *e);
 /* Load parameters and optimizer state into an initialised state of the same
