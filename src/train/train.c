@@ -15,6 +15,7 @@
  * Collective decisions (stop, time-based checkpoint) travel in the step's own
  * agreement allreduce, so no extra collective is paid per step.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -146,6 +147,25 @@ static int64_t mem_available(void)
     return kb * 1024;
 }
 
+/* Name of some ckpt-*.h5 (or .h5.tmp) file in dir, or NULL (static buffer). */
+static const char *first_checkpoint_file(const char *dir)
+{
+    static char name[256];
+    DIR *d = opendir(dir);
+    if (!d)
+        return NULL;
+    const char *found = NULL;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strncmp(de->d_name, "ckpt-", 5) == 0 && strstr(de->d_name, ".h5")) {
+            snprintf(name, sizeof name, "%s", de->d_name);
+            found = name;
+            break;
+        }
+    closedir(d);
+    return found;
+}
+
 int64_t mr_state_bytes_estimate(const MrConfig *cfg, int64_t users, int64_t items, int P)
 {
     int slots = cfg->optimizer.name == MR_OPT_ADAGRAD ? 1 : cfg->optimizer.name == MR_OPT_ADAM ? 2 : 0;
@@ -219,6 +239,20 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
     int resumed_final = 0;
     char resume_path[MR_PATH_MAX];
     resume_path[0] = '\0';
+    if (!(o->resume && o->resume[0])) {
+        /* A fresh run must not share its checkpoint directory with another run:
+         * rotation and a later --resume auto could pick the other run's files. */
+        if (rank0) {
+            const char *old = first_checkpoint_file(ckdir);
+            if (old)
+                rc = mr_err_set(e, MR_EUSAGE,
+                                "%s already holds checkpoints of an earlier run (%s): pass "
+                                "--resume auto to continue it, or use an empty --out directory",
+                                ckdir, old);
+        }
+        if ((rc = mr_comm_agree(c, rc, e)))
+            goto out;
+    }
     if (o->resume && o->resume[0]) {
         if (rank0) {
             if (strcmp(o->resume, "auto") == 0) {
