@@ -93,7 +93,7 @@ expect() {
     if [ "$good" = 1 ]; then
         ok "exit $code${needles[0]+, \"${needles[0]}\"...}: ${what:0:150}"
     else
-        sed -n '1,40p' "$T/err" | grep -v '^\s*$' | sed 's/^/     | /' | tail -15
+        grep -v -E '^(\s|\{|\}|$)' "$T/err" | sed 's/^/     | /' | tail -12
     fi
     return 0
 }
