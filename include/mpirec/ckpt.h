@@ -45,7 +45,10 @@
  *   ckpt_write_after:N[@R]   dataset writes on rank R (every rank if omitted) fail
  *                            with EIO once this writer has written more than N bytes
  *                            of dataset data on that rank (N = 0: the first write)
- *   ckpt_commit:STAGE[@R]    commit fails at STAGE = close | fsync | rename | latest
+ *   ckpt_commit:STAGE[@R]    commit fails at STAGE = close | fsync | rename | latest;
+ *                            STAGE = lose flips the first byte rank R wrote after
+ *                            the close, like a write MPI-IO lost without an error
+ *                            (the read-back check of P > 1 runs must catch it)
  * An injected failure behaves like a real one: the error names the file, the
  * ranks agree on it, the .tmp is removed, the previous checkpoint and `latest`
  * stay as they were.

@@ -89,7 +89,7 @@ typedef struct CkFault {
     char text[128];       /* the item, for messages */
     char commit_text[128];
 } CkFault;
-enum { CK_STAGE_CLOSE = 1, CK_STAGE_FSYNC, CK_STAGE_RENAME, CK_STAGE_LATEST };
+enum { CK_STAGE_CLOSE = 1, CK_STAGE_FSYNC, CK_STAGE_RENAME, CK_STAGE_LATEST, CK_STAGE_LOSE };
 /* Read the variable for this rank. MR_ECONFIG when malformed. */
 int ck_fault_load(CkFault *f, int rank, MrErr *e);
 

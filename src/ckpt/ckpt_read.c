@@ -520,9 +520,11 @@ static int open_impl(MrCkptReader **rp, MrComm *comm, const char *path, const ch
         }
         r->digest_checked = 1;
     }
+    /* One rank needs no MPI-IO: HDF5's POSIX driver reads the same file. */
+    int mpiio = comm && comm->size > 1;
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     int bad = fapl < 0;
-    if (!bad && comm) {
+    if (!bad && mpiio) {
         MPI_Comm mc = *(MPI_Comm *)mr_comm_raw(comm);
         bad = H5Pset_fapl_mpio(fapl, mc, MPI_INFO_NULL) < 0 ||
               H5Pset_all_coll_metadata_ops(fapl, 1) < 0;
@@ -552,7 +554,7 @@ static int open_impl(MrCkptReader **rp, MrComm *comm, const char *path, const ch
         r->dxpl_coll = H5Pcreate(H5P_DATASET_XFER);
         r->dxpl_ind = H5Pcreate(H5P_DATASET_XFER);
         if (r->dxpl_coll < 0 || r->dxpl_ind < 0 ||
-            (comm && (H5Pset_dxpl_mpio(r->dxpl_coll, H5FD_MPIO_COLLECTIVE) < 0 ||
+            (mpiio && (H5Pset_dxpl_mpio(r->dxpl_coll, H5FD_MPIO_COLLECTIVE) < 0 ||
                       H5Pset_dxpl_mpio(r->dxpl_ind, H5FD_MPIO_INDEPENDENT) < 0)))
             rc = ck_h5_fail(e, MR_EINTERNAL, "transfer properties");
     }
