@@ -361,6 +361,15 @@ static void test_roundtrip_types(void)
     }
 }
 
+/* The round trips again with 40-byte transfer slabs (MPIREC_CKPT_SLAB): every
+ * read and write loops over many slabs. */
+static void test_roundtrip_small_slabs(void)
+{
+    setenv("MPIREC_CKPT_SLAB", "40", 1);
+    test_roundtrip_types();
+    unsetenv("MPIREC_CKPT_SLAB");
+}
+
 /* String tables: empty strings, bytes >= 0x80 (not valid UTF-8 either), a table
  * of only empty strings, and a table with no strings; whole and partial reads. */
 static void test_strings(void)
@@ -1054,6 +1063,7 @@ int add_suite_ckpt(void)
     if (!s)
         return -1;
     if (!CU_add_test(s, "roundtrip_types", test_roundtrip_types) ||
+        !CU_add_test(s, "roundtrip_small_slabs", test_roundtrip_small_slabs) ||
         !CU_add_test(s, "strings", test_strings) || !CU_add_test(s, "deflate", test_deflate) ||
         !CU_add_test(s, "bad_arguments", test_bad_arguments) ||
         !CU_add_test(s, "flip_data_byte", test_flip_data_byte) ||

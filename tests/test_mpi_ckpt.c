@@ -307,6 +307,65 @@ static void test_sharded_roundtrip(void)
     mr_comm_barrier(c, &e);
 }
 
+/* The same with transfer slabs of 1000 bytes (MPIREC_CKPT_SLAB): dozens of
+ * slabs and windows per table, so every window and slab boundary of the
+ * redistribution (writes and reads) is crossed. */
+static void test_sharded_small_slabs(void)
+{
+    setenv("MPIREC_CKPT_SLAB", "1000", 1);
+    test_sharded_roundtrip();
+    unsetenv("MPIREC_CKPT_SLAB");
+}
+
+/* Deflate at P ranks: chunked + shuffle + deflate datasets need collective
+ * transfers (HDF5 1.10); sharded rows still go through the windows, and the
+ * read-back check goes through HDF5. Small slabs: several chunks per window. */
+static void test_deflate_sharded(void)
+{
+    MrComm *c = g_test_comm;
+    int P = c->size, me = c->rank;
+    MrErr e;
+    const char *dir = shared_dir("deflate");
+    setenv("MPIREC_CKPT_SLAB", "4000", 1);
+    int64_t n = count_rows(me, P, R);
+    float *f = malloc((size_t)(n ? n : 1) * C * sizeof *f), *all = malloc((size_t)R * C * sizeof *f);
+    for (int64_t k = 0; k < n; k++)
+        for (int j = 0; j < C; j++)
+            f[k * C + j] = vf(me + k * P, j);
+    MrCkptWriter *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, c, dir, "ckpt-1", MR_CKPT_MAGIC, 1, &e), MR_OK);
+    mr_ckpt_writer_set_deflate(w, 1);
+    int rc = mr_ckpt_write_rows(w, "params/user", MR_F32, R, C, me, P, n, f, &e);
+    if (rc)
+        fprintf(stderr, "\n  [rank %d] %s\n", me, e.msg);
+    CU_ASSERT_EQUAL(rc, MR_OK);
+    rc = rc ? rc : mr_ckpt_writer_commit(&w, "latest", 2, &e);
+    if (rc)
+        fprintf(stderr, "\n  [rank %d] %s\n", me, e.msg);
+    CU_ASSERT_EQUAL(rc, MR_OK);
+    mr_ckpt_writer_abort(&w);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/ckpt-1.h5", dir);
+    MrCkptReader *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_open(&r, c, path, MR_CKPT_MAGIC, 1, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_verify(r, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_read_all(r, "params/user", MR_F32, all, &e), MR_OK);
+    int bad = 0;
+    for (int64_t row = 0; row < R; row++)
+        for (int j = 0; j < C; j++)
+            bad += all[row * C + j] != vf(row, j);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(mr_ckpt_read_rows(r, "params/user", MR_F32, me, P, n, f, &e), MR_OK);
+    bad = 0;
+    for (int64_t k = 0; k < n; k++)
+        bad += f[k * C] != vf(me + k * P, 0);
+    CU_ASSERT_EQUAL(bad, 0);
+    mr_ckpt_close(&r);
+    unsetenv("MPIREC_CKPT_SLAB");
+    free(f);
+    free(all);
+}
+
 /* One rank passes rows that do not fit: every rank gets MR_EINTERNAL (the
  * others "rank R failed: ..."), commit refuses everywhere, no .tmp remains. */
 static void test_error_agreement(void)
@@ -462,6 +521,8 @@ int add_suite_mpi_ckpt(void)
     if (!s)
         return -1;
     if (!CU_add_test(s, "sharded_roundtrip", test_sharded_roundtrip) ||
+        !CU_add_test(s, "sharded_small_slabs", test_sharded_small_slabs) ||
+        !CU_add_test(s, "deflate_sharded", test_deflate_sharded) ||
         !CU_add_test(s, "error_agreement", test_error_agreement) ||
         !CU_add_test(s, "fault_one_rank", test_fault_one_rank) ||
         !CU_add_test(s, "disk_full", test_disk_full))

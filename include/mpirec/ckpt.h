@@ -51,7 +51,9 @@
  *                            (the read-back check of P > 1 runs must catch it)
  * An injected failure behaves like a real one: the error names the file, the
  * ranks agree on it, the .tmp is removed, the previous checkpoint and `latest`
- * stay as they were.
+ * stay as they were. MPIREC_CKPT_SLAB=BYTES (tests) shrinks the 64 MiB transfer
+ * slabs so that small tables exercise the multi-slab and multi-window paths;
+ * every rank must see the same value.
  */
 #ifndef MPIREC_CKPT_H
 #define MPIREC_CKPT_H

@@ -101,6 +101,35 @@ int ck_join(char *out, size_t n, const char *dir, const char *name, MrErr *e);
 /* Write a small file atomically: tmp, fsync, rename, fsync dir. */
 int ck_write_small_file(const char *dir, const char *name, const char *text, MrErr *e);
 
+/* ---- row progressions and windows (the redistribution of strided rows) ---- */
+/* One rank's rows of a dataset: first + k*stride, k < n. */
+typedef struct Prog {
+    int64_t first, stride, n;
+} Prog;
+
+/* How many of g's rows fall in [ta, tb), and the index k of the first one. */
+static inline int64_t prog_range(const Prog *g, int64_t ta, int64_t tb, int64_t *k0)
+{
+    *k0 = 0;
+    if (g->n <= 0 || tb <= ta || tb - 1 < g->first)
+        return 0;
+    int64_t lo = g->first >= ta ? 0 : (ta - g->first + g->stride - 1) / g->stride;
+    int64_t hi = (tb - 1 - g->first) / g->stride;
+    if (hi > g->n - 1)
+        hi = g->n - 1;
+    if (hi < lo)
+        return 0;
+    *k0 = lo;
+    return hi - lo + 1;
+}
+
+/* Rank q's block of the window [a, b): [a + (b-a)q/P, a + (b-a)(q+1)/P). */
+static inline void window_block(int64_t a, int64_t b, int q, int P, int64_t *ta, int64_t *tb)
+{
+    *ta = a + (b - a) * q / P;
+    *tb = a + (b - a) * (q + 1) / P;
+}
+
 /* ---- reading internals (ckpt_read.c) ---- */
 /* Check the user block of `path` with plain POSIX reads: *has = 1 (mpirec header,
  * and the size it records equals the size on disk), 0 (no user block). MR_EIO

@@ -45,6 +45,7 @@ struct MrCkptReader {
     int rank, size;
     hid_t file, dxpl_coll, dxpl_ind;
     char path[CK_PATH_MAX];
+    int mpiio;           /* 1: MPI-IO driver (P > 1) */
     int header;          /* 1 mpirec header, 0 none */
     int digest_checked;  /* the digest was verified at open */
     CkHeader hdr;
@@ -316,7 +317,13 @@ int ck_read_rows_once(hid_t ds, hid_t mt, int nd, const hsize_t *dims, int64_t r
 /* Rows per slab for rows of rb bytes. */
 int64_t ck_slab_rows(size_t rb)
 {
-    int64_t L = CK_SLAB_BYTES / (int64_t)(rb ? rb : 1);
+    /* MPIREC_CKPT_SLAB (bytes) shrinks the slabs so that tests with small
+     * tables run the multi-slab and multi-window paths. */
+    int64_t slab = CK_SLAB_BYTES;
+    const char *env = getenv("MPIREC_CKPT_SLAB");
+    if (env && atoll(env) > 0)
+        slab = atoll(env);
+    int64_t L = slab / (int64_t)(rb ? rb : 1);
     return L < 1 ? 1 : L;
 }
 
@@ -537,6 +544,7 @@ static int open_impl(MrCkptReader **rp, MrComm *comm, const char *path, const ch
         rc = ck_h5_fail(e, MR_EFORMAT, "%s cannot be opened as HDF5 (damaged metadata?)", path);
     if (fapl >= 0)
         H5Pclose(fapl);
+    r->mpiio = mpiio;
     if (!rc) {
         hid_t fcpl = H5Fget_create_plist(r->file);
         hsize_t ub = 0;
@@ -849,6 +857,77 @@ int mr_ckpt_read_all(MrCkptReader *r, const char *path_in, MrDType t, void *data
     return MR_OK;
 }
 
+/* Strided rows of many ranks (a row-sharded table read at P ranks): windows of
+ * P * (64 MiB of rows); in each, every rank reads one contiguous block
+ * (independent I/O) and an alltoallv hands each rank the rows of its
+ * progression. A rank's rows in consecutive blocks are consecutive in its
+ * output, so they arrive in place. The mirror of write_windowed. */
+static int read_windowed(MrCkptReader *r, hid_t ds, MrDType t, int nd, const hsize_t *dims,
+                         int64_t rows, size_t rb, const Prog *prog, void *data, MrErr *e)
+{
+    int P = r->size, me = r->rank;
+    int64_t Wn = (int64_t)P * ck_slab_rows(rb);
+    int64_t maxblk = (Wn + P - 1) / P + 1;
+    unsigned char *block = malloc((size_t)maxblk * rb), *send = NULL;
+    int64_t *sb = malloc((size_t)P * 2 * sizeof *sb), *rbytes = sb ? sb + P : NULL, cap = 0;
+    int rc = block && sb ? MR_OK : mr_err_set(e, MR_ENOMEM, "out of memory reading %s", r->path);
+    if ((rc = ck_agree(r->comm, rc, e)))
+        goto done;
+    for (int64_t a = 0; a < rows && !rc; a += Wn) {
+        int64_t b = a + Wn < rows ? a + Wn : rows, ta, tb, k0;
+        window_block(a, b, me, P, &ta, &tb);
+        if (tb > ta &&
+            ck_read_rows_once(ds, ck_mem_type(t), nd, dims, ta, 1, tb - ta, block, r->dxpl_ind) < 0)
+            rc = ck_h5_fail(e, MR_EFORMAT, "%s: cannot read rows %" PRId64 "..%" PRId64, r->path,
+                            ta, tb - 1);
+        /* What each rank wants from my block. */
+        int64_t total = 0;
+        for (int q = 0; q < P; q++) {
+            sb[q] = prog_range(&prog[q], ta, tb, &k0) * (int64_t)rb;
+            total += sb[q];
+        }
+        if (!rc && total > cap) {
+            unsigned char *ns = realloc(send, (size_t)total);
+            if (ns) {
+                send = ns;
+                cap = total;
+            } else {
+                rc = mr_err_set(e, MR_ENOMEM, "out of memory reading %s", r->path);
+            }
+        }
+        if ((rc = ck_agree(r->comm, rc, e)))
+            break;
+        unsigned char *o = send;
+        for (int q = 0; q < P; q++) {
+            int64_t n = prog_range(&prog[q], ta, tb, &k0);
+            if (n > 0 && prog[q].stride == 1) {
+                memcpy(o, block + (size_t)(prog[q].first + k0 - ta) * rb, (size_t)n * rb);
+                o += (size_t)n * rb;
+            } else {
+                for (int64_t k = k0; k < k0 + n; k++, o += rb)
+                    memcpy(o, block + (size_t)(prog[q].first + k * prog[q].stride - ta) * rb, rb);
+            }
+        }
+        /* What I get from each block, in block order = my k order. */
+        int64_t K0 = -1;
+        for (int s = 0; s < P; s++) {
+            int64_t sa, sz;
+            window_block(a, b, s, P, &sa, &sz);
+            int64_t n = prog_range(&prog[me], sa, sz, &k0);
+            rbytes[s] = n * (int64_t)rb;
+            if (n > 0 && K0 < 0)
+                K0 = k0;
+        }
+        rc = mr_comm_alltoallv(r->comm, send, sb, (unsigned char *)data + (size_t)(K0 < 0 ? 0 : K0) * rb,
+                               rbytes, e);
+    }
+done:
+    free(block);
+    free(send);
+    free(sb);
+    return rc;
+}
+
 int mr_ckpt_read_rows(MrCkptReader *r, const char *path_in, MrDType t, int64_t first,
                       int64_t stride, int64_t n, void *data, MrErr *e)
 {
@@ -865,28 +944,59 @@ int mr_ckpt_read_rows(MrCkptReader *r, const char *path_in, MrDType t, int64_t f
     if (!rc && n > 0 && !data)
         rc = mr_err_set(e, MR_EINTERNAL, "reading %s: NULL buffer", path);
     size_t rb = mr_ckpt_dtype_size(t) * (size_t)(cols ? cols : 1);
-    int64_t L = ck_slab_rows(rb), niter = rc ? 0 : (n + L - 1) / L;
-    /* Collective transfers: every rank makes the same number of calls. */
-    int rc2 = ck_agree(r->comm, rc, e);
-    if (!rc2 && r->comm && r->size > 1)
-        rc2 = mr_comm_allreduce_i64(r->comm, &niter, 1, MR_MAX, e);
-    if (rc2) {
-        if (ds >= 0)
-            H5Dclose(ds);
-        return rc2;
-    }
+    int64_t L = ck_slab_rows(rb);
     int nd = cols ? 2 : 1;
     hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
-    for (int64_t it = 0; it < niter && !rc; it++) {
-        int64_t k0 = it * L, cnt = n - k0 < L ? n - k0 : L;
-        if (cnt < 0)
-            cnt = 0;
-        if (ck_read_rows_once(ds, ck_mem_type(t), nd, dims, first + k0 * stride, stride, cnt,
-                           cnt ? (unsigned char *)data + (size_t)k0 * rb : NULL,
-                           r->dxpl_coll) < 0)
-            rc = ck_h5_fail(e, MR_EFORMAT, "%s: cannot read dataset %s", r->path, path);
+    if ((rc = ck_agree(r->comm, rc, e))) {
+        if (ds >= 0)
+            H5Dclose(ds);
+        return rc;
+    }
+    /* Which way: decided from every rank's request, identically everywhere. */
+    int P = r->size, windowed = 0, contiguous = 1;
+    Prog *prog = NULL;
+    int64_t niter = (n + L - 1) / L;
+    if (r->mpiio) {
+        prog = malloc((size_t)P * sizeof *prog);
+        rc = prog ? MR_OK : mr_err_set(e, MR_ENOMEM, "out of memory reading %s", path);
+        if (!(rc = ck_agree(r->comm, rc, e))) {
+            Prog mine = {first, stride, n};
+            rc = mr_comm_allgather(r->comm, &mine, sizeof mine, prog, e);
+        }
+        int64_t total = 0;
+        for (int q = 0; !rc && q < P; q++) {
+            total += prog[q].n;
+            if (prog[q].stride > 1 && prog[q].n > 1) {
+                windowed = 1;
+                contiguous = 0;
+            }
+            if ((prog[q].n + L - 1) / L > niter)
+                niter = (prog[q].n + L - 1) / L;
+        }
+        /* Whole blocks are read: worth it when the requests cover the table. */
+        windowed = windowed && total >= rows / 2;
+    }
+    if (!rc && windowed) {
+        rc = read_windowed(r, ds, t, nd, dims, rows, rb, prog, data, e);
+    } else if (!rc) {
+        /* Per rank contiguous (or one process): independent transfers, each rank
+         * its own number of calls; sparse strided requests: collective, the same
+         * number of calls everywhere. */
+        hid_t dxpl = r->mpiio && !contiguous ? r->dxpl_coll : r->dxpl_ind;
+        int64_t iters = r->mpiio && !contiguous ? niter : (n + L - 1) / L;
+        for (int64_t it = 0; it < iters && !rc; it++) {
+            int64_t k0 = it * L, cnt = n - k0 < L ? n - k0 : L;
+            if (cnt < 0)
+                cnt = 0;
+            if (ck_read_rows_once(ds, ck_mem_type(t), nd, dims, first + k0 * stride, stride, cnt,
+                                  cnt ? (unsigned char *)data + (size_t)k0 * rb : NULL, dxpl) < 0)
+                rc = ck_h5_fail(e, MR_EFORMAT, "%s: cannot read dataset %s", r->path, path);
+            if (dxpl == r->dxpl_coll)
+                rc = ck_agree(r->comm, rc, e);
+        }
         rc = ck_agree(r->comm, rc, e);
     }
+    free(prog);
     if (ds >= 0)
         H5Dclose(ds);
     return rc;

@@ -49,43 +49,31 @@ typedef struct Written {
     MrDType t;
     int64_t rows, cols, first, stride, n_local;
     int64_t window;  /* > 0: written in windows of this many rows (this rank's blocks) */
-    int64_t addr;    /* file offset of the data (contiguous), -1 unknown */
-    int64_t row0;    /* the first row this rank wrote */
     uint64_t hash;   /* fold of ck_block_hash over the slabs or blocks, as written */
 } Written;
 
-/* One rank's rows of a dataset: first + k*stride, k < n. */
-typedef struct Prog {
-    int64_t first, stride, n;
-} Prog;
+/* A contiguous byte range of the file this rank wrote, for the read-back check. */
+typedef struct Region {
+    char path[256];  /* dataset, for the message */
+    int64_t off, len;
+    uint64_t hash;   /* region_hash of the bytes written */
+} Region;
 
-/* How many of g's rows fall in [ta, tb), and the index k of the first one. */
-static int64_t prog_range(const Prog *g, int64_t ta, int64_t tb, int64_t *k0)
-{
-    *k0 = 0;
-    if (g->n <= 0 || tb <= ta || tb - 1 < g->first)
-        return 0;
-    int64_t lo = g->first >= ta ? 0 : (ta - g->first + g->stride - 1) / g->stride;
-    int64_t hi = (tb - 1 - g->first) / g->stride;
-    if (hi > g->n - 1)
-        hi = g->n - 1;
-    if (hi < lo)
-        return 0;
-    *k0 = lo;
-    return hi - lo + 1;
-}
+/* Pieces of the read-back hash: small enough to stay in cache on both sides. */
+#define CK_PIECE ((int64_t)1 << 20)
 
-/* Rank q's block of the window [a, b): [a + (b-a)q/P, a + (b-a)(q+1)/P). */
-static void window_block(int64_t a, int64_t b, int q, int P, int64_t *ta, int64_t *tb)
+static uint64_t region_hash(uint64_t h, const unsigned char *p, int64_t len)
 {
-    *ta = a + (b - a) * q / P;
-    *tb = a + (b - a) * (q + 1) / P;
+    for (int64_t o = 0; o < len; o += CK_PIECE)
+        h = mr_mix(h, ck_block_hash(p + o, (size_t)(len - o < CK_PIECE ? len - o : CK_PIECE)));
+    return h;
 }
 
 struct MrCkptWriter {
     MrComm *comm;            /* borrowed; NULL: serial */
     int rank, size;
-    hid_t file, dxpl;
+    hid_t file, dxpl;        /* dxpl: collective transfers (filtered datasets need them) */
+    hid_t dxpl_ind;          /* independent transfers (contiguous datasets) */
     char dir[CK_PATH_MAX];
     char base[256];          /* "ckpt-000100" */
     char tmp_path[CK_PATH_MAX + 16];
@@ -96,8 +84,10 @@ struct MrCkptWriter {
     char failed_msg[MR_ERR_SIZE];
     CkFault fault;
     int64_t bytes_written;   /* dataset bytes this rank handed to HDF5 */
-    Written *written;        /* datasets this rank holds rows of */
+    Written *written;        /* chunked datasets this rank holds rows of (read back via HDF5) */
     int64_t nwritten, capwritten;
+    Region *regions;         /* contiguous file ranges this rank wrote (read back via pread) */
+    int64_t nregions, capregions;
     int mpiio;               /* 1: MPI-IO driver (P > 1); 0: HDF5's POSIX driver */
     int res_fd;              /* rank 0: writable fd of the .tmp for fallocate; -1 */
     int64_t reserved;        /* rank 0: bytes reserved so far */
@@ -191,7 +181,9 @@ static void close_file(MrCkptWriter *w)
 {
     if (w->dxpl >= 0)
         H5Pclose(w->dxpl);
-    w->dxpl = H5I_INVALID_HID;
+    if (w->dxpl_ind >= 0)
+        H5Pclose(w->dxpl_ind);
+    w->dxpl = w->dxpl_ind = H5I_INVALID_HID;
     if (w->file >= 0 && H5Fclose(w->file) < 0)
         H5Eclear2(H5E_DEFAULT);
     w->file = H5I_INVALID_HID;
@@ -275,6 +267,7 @@ static void free_writer(MrCkptWriter *w)
         if (w->res_fd >= 0)
             close(w->res_fd);
         free(w->written);
+        free(w->regions);
     }
     free(w);
 }
@@ -296,7 +289,7 @@ int mr_ckpt_writer_open(MrCkptWriter **wp, MrComm *comm, const char *dir, const 
         w->rank = comm ? comm->rank : 0;
         w->size = comm ? comm->size : 1;
         w->mpiio = w->size > 1;
-        w->file = w->dxpl = H5I_INVALID_HID;
+        w->file = w->dxpl = w->dxpl_ind = H5I_INVALID_HID;
         w->res_fd = -1;
         snprintf(w->magic, sizeof w->magic, "%s", magic);
         snprintf(w->base, sizeof w->base, "%s", basename);
@@ -362,8 +355,10 @@ int mr_ckpt_writer_open(MrCkptWriter **wp, MrComm *comm, const char *dir, const 
         int64_t ver = version;
         hid_t meta = H5I_INVALID_HID;
         w->dxpl = H5Pcreate(H5P_DATASET_XFER);
-        bad = !ck_h5_ok(w->dxpl) ||
+        w->dxpl_ind = H5Pcreate(H5P_DATASET_XFER);
+        bad = !ck_h5_ok(w->dxpl) || !ck_h5_ok(w->dxpl_ind) ||
               (w->mpiio && !ck_h5_ok(H5Pset_dxpl_mpio(w->dxpl, H5FD_MPIO_COLLECTIVE))) ||
+              (w->mpiio && !ck_h5_ok(H5Pset_dxpl_mpio(w->dxpl_ind, H5FD_MPIO_INDEPENDENT))) ||
               put_attr_str(w->file, "magic", magic) < 0 ||
               put_attr(w->file, "format_version", H5T_STD_I64LE, H5T_NATIVE_INT64, &ver) < 0 ||
               put_attr_str(w->file, "created", created) < 0 ||
@@ -484,6 +479,11 @@ typedef struct Sel {
     size_t rb;
     const char *path;
     Written *wr;
+    /* Contiguous selections of an unfiltered dataset: each rank writes its own
+     * block (MPI_File_write_at) instead of MPI-IO's two-phase collective, which
+     * would shuffle the blocks between aggregators once more. */
+    int independent;
+    int64_t addr;    /* file offset of a contiguous dataset's data, -1 if chunked */
 } Sel;
 
 /* One collective H5Dwrite of rows r0 + k*stride (k < cnt; cnt may be 0) from buf,
@@ -506,7 +506,8 @@ static int write_sel(const Sel *s, int64_t r0, int64_t stride, int64_t cnt, cons
         bad = !ck_h5_ok(H5Sselect_none(s->fsp)) || !ck_h5_ok(H5Sselect_none(msp));
     }
     if (!bad)
-        bad = !ck_h5_ok(H5Dwrite(s->ds, ck_mem_type(s->t), msp, s->fsp, w->dxpl,
+        bad = !ck_h5_ok(H5Dwrite(s->ds, ck_mem_type(s->t), msp, s->fsp,
+                                 s->independent ? w->dxpl_ind : w->dxpl,
                                  cnt > 0 ? buf : (const void *)&dummy));
     if (msp >= 0)
         H5Sclose(msp);
@@ -523,8 +524,29 @@ static int write_sel(const Sel *s, int64_t r0, int64_t stride, int64_t cnt, cons
                         "MPIREC_FAULT_INJECT=%s)",
                         w->tmp_path, s->path, strerror(EIO), w->fault.text);
     w->bytes_written += nbytes;
-    if (!rc && s->wr && cnt > 0)
-        s->wr->hash = mr_mix(s->wr->hash, ck_block_hash(buf, (size_t)nbytes));
+    if (!rc && w->mpiio && cnt > 0) {
+        if (s->addr >= 0 && (stride == 1 || cnt == 1)) {
+            if (w->nregions == w->capregions) {
+                int64_t cap = w->capregions ? 2 * w->capregions : 32;
+                Region *v = realloc(w->regions, (size_t)cap * sizeof *v);
+                if (v) {
+                    w->regions = v;
+                    w->capregions = cap;
+                }
+            }
+            if (w->nregions < w->capregions) {
+                Region *g = &w->regions[w->nregions++];
+                snprintf(g->path, sizeof g->path, "%s", s->path);
+                g->off = s->addr + r0 * (int64_t)s->rb;
+                g->len = nbytes;
+                g->hash = region_hash(0, buf, nbytes);
+            } else {
+                rc = mr_err_set(e, MR_ENOMEM, "out of memory writing %s", s->path);
+            }
+        } else if (s->wr) {
+            s->wr->hash = mr_mix(s->wr->hash, ck_block_hash(buf, (size_t)nbytes));
+        }
+    }
     return rc;
 }
 
@@ -728,14 +750,6 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
             wr->stride = stride;
             wr->n_local = n_local;
             wr->window = windowed ? (int64_t)P * ck_slab_rows(rb) : 0;
-            wr->addr = -1;
-            if (windowed) {
-                int64_t b0 = rows < wr->window ? rows : wr->window, ta, tb;
-                window_block(0, b0, w->rank, P, &ta, &tb);
-                wr->row0 = ta;
-            } else {
-                wr->row0 = first;
-            }
         }
     }
     if ((rc = ck_agree(w->comm, rc, e))) {
@@ -781,11 +795,11 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
         return fail(w, rc, e);
     }
 
-    if (wr) {
-        haddr_t addr = H5Dget_offset(ds);
-        H5Eclear2(H5E_DEFAULT);
-        wr->addr = addr == HADDR_UNDEF ? -1 : (int64_t)addr;
-    }
+    haddr_t daddr = H5Dget_offset(ds);
+    H5Eclear2(H5E_DEFAULT);
+    int64_t addr = daddr == HADDR_UNDEF || w->deflate ? -1 : (int64_t)daddr;
+    if (wr && addr >= 0)
+        wr = NULL; /* contiguous: checked by file ranges (Region), not through HDF5 */
     /* The dataset's space is allocated now (early allocation): reserve it. */
     if ((rc = reserve_space(w, ds, path, e))) {
         H5Dclose(ds);
@@ -794,7 +808,11 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
         return fail(w, rc, e);
     }
 
-    Sel sel = {w, ds, fsp, t, nd, cols, rb, path, wr};
+    int contiguous_sel = 1;
+    for (int q = 0; q < P; q++)
+        contiguous_sel &= prog[q].stride == 1 || prog[q].n <= 1;
+    Sel sel = {w, ds, fsp, t, nd, cols, rb, path, wr,
+               w->mpiio && w->deflate == 0 && (windowed || contiguous_sel), addr};
     uint64_t cs = 0;
     rc = windowed ? write_windowed(&sel, rows, prog, data, &cs, e)
                   : write_direct(&sel, prog, data, &cs, e);
@@ -922,14 +940,57 @@ static int stage_fault(MrCkptWriter *w, int stage, const char *what, MrErr *e)
  * collective write without an error (Open MPI 4.1's OMPIO does so on a full
  * disk when the data go through another rank's aggregation), so nothing is
  * renamed into place before every byte has been seen where it belongs. */
+static int verify_regions(MrCkptWriter *w, MrErr *e)
+{
+    if (w->nregions == 0)
+        return MR_OK;
+    int fd = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return mr_err_set(e, MR_EIO, "cannot reopen %s to check what reached it: %s", w->tmp_path,
+                          strerror(errno));
+    unsigned char *buf = malloc((size_t)CK_PIECE);
+    int rc = buf ? MR_OK : mr_err_set(e, MR_ENOMEM, "out of memory checking %s", w->tmp_path);
+    for (int64_t i = 0; i < w->nregions && !rc; i++) {
+        const Region *g = &w->regions[i];
+        uint64_t h = 0;
+        for (int64_t o = 0; o < g->len && !rc; o += CK_PIECE) {
+            int64_t n = g->len - o < CK_PIECE ? g->len - o : CK_PIECE, got = 0;
+            while (got < n) {
+                ssize_t r = pread(fd, buf + got, (size_t)(n - got), (off_t)(g->off + o + got));
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0) {
+                    rc = mr_err_set(e, MR_EIO, "%s: cannot read back dataset %s: %s", w->tmp_path,
+                                    g->path, r < 0 ? strerror(errno) : "the file is too short");
+                    break;
+                }
+                got += r;
+            }
+            if (!rc)
+                h = mr_mix(h, ck_block_hash(buf, (size_t)n));
+        }
+        if (!rc && h != g->hash) {
+            rc = mr_err_set(e, MR_EIO,
+                            "%s: dataset %s did not reach the file intact (the bytes read back "
+                            "differ from those written: a write failed without an error, e.g. "
+                            "on a full disk)",
+                            w->tmp_path, g->path);
+            note_free_space(w, e);
+        }
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
+
 static int verify_written(MrCkptWriter *w, MrErr *e)
 {
-    if (w->nwritten == 0)
-        return MR_OK;
+    int rc = verify_regions(w, e);
+    if (rc || w->nwritten == 0)
+        return rc;
     hid_t f = H5Fopen(w->tmp_path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (!ck_h5_ok(f))
         return ck_h5_fail(e, MR_EIO, "cannot reopen %s to check what reached it", w->tmp_path);
-    int rc = MR_OK;
     unsigned char *buf = NULL;
     for (int64_t i = 0; i < w->nwritten && !rc; i++) {
         const Written *wr = &w->written[i];
@@ -1099,7 +1160,8 @@ int mr_ckpt_writer_commit(MrCkptWriter **wp, const char *latest, int keep, MrErr
     }
     /* 1. Close: HDF5 flushes its metadata and MPI-IO closes the file. */
     H5Pclose(w->dxpl);
-    w->dxpl = H5I_INVALID_HID;
+    H5Pclose(w->dxpl_ind);
+    w->dxpl = w->dxpl_ind = H5I_INVALID_HID;
     if (!ck_h5_ok(H5Fclose(w->file))) {
         rc = ck_h5_fail(e, MR_EIO, "cannot close %s", w->tmp_path);
         note_free_space(w, e);
@@ -1122,11 +1184,8 @@ int mr_ckpt_writer_commit(MrCkptWriter **wp, const char *latest, int keep, MrErr
 
     /* Injected lost write (tests of the read-back check): flip the first byte
      * this rank wrote, as if MPI-IO had dropped it. */
-    if (!rc && w->fault.commit_stage == CK_STAGE_LOSE && w->nwritten > 0 &&
-        w->written[0].addr >= 0) {
-        const Written *wr = &w->written[0];
-        size_t rb = mr_ckpt_dtype_size(wr->t) * (size_t)(wr->cols ? wr->cols : 1);
-        off_t at = (off_t)(wr->addr + wr->row0 * (int64_t)rb);
+    if (!rc && w->fault.commit_stage == CK_STAGE_LOSE && w->nregions > 0) {
+        off_t at = (off_t)w->regions[0].off;
         int fd = open(w->tmp_path, O_RDWR | O_CLOEXEC);
         unsigned char c = 0;
         if (fd >= 0 && pread(fd, &c, 1, at) == 1) {
