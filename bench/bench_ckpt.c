@@ -84,12 +84,12 @@ static double raw_write(const char *dir, int64_t bytes, const unsigned char *src
         fprintf(stderr, "bench_ckpt: cannot create %s: %s\n", path, strerror(errno));
         return -1;
     }
-    const int64_t B = 8 << 20;
+    /* 8 MiB writes of the model's own bytes (its first table, repeated). */
+    const int64_t B = src_n < ((int64_t)8 << 20) ? src_n : (int64_t)8 << 20;
     double t0 = now();
     for (int64_t off = 0; off < bytes; off += B) {
         int64_t n = bytes - off < B ? bytes - off : B;
-        /* Source: the model's own bytes, cycled (the same data the checkpoint writes). */
-        int64_t s = off % (src_n - B > 0 ? src_n - B : 1);
+        int64_t s = (off / B) * B % (src_n - B + 1);
         if (write(fd, src + s, (size_t)n) != n) {
             fprintf(stderr, "bench_ckpt: write %s: %s\n", path, strerror(errno));
             close(fd);

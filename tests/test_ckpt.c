@@ -30,6 +30,44 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
+/* HDF5 1.10 leaks metadata-cache entries whose load fails on a damaged file (in
+ * H5C_protect). find_latest and verify never let HDF5 parse a file whose digest
+ * failed, but mr_ckpt_open (which does not read the whole file) and inspect do.
+ * Under AddressSanitizer those calls on deliberately damaged files are exempt
+ * from leak checking; our own leaks of HDF5 ids are caught by no_open_ids(), the
+ * suite's last test. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HAVE_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAVE_LSAN 1
+#endif
+#endif
+#ifdef HAVE_LSAN
+#include <sanitizer/lsan_interface.h>
+/* HDF5 recycles freed blocks through its own free lists; with the limits at 0
+ * (and the lists emptied) a block leaked here was really allocated here. */
+#define DAMAGED_BEGIN()                                                                            \
+    do {                                                                                           \
+        H5set_free_list_limits(0, 0, 0, 0, 0, 0);                                                  \
+        H5garbage_collect();                                                                       \
+        __lsan_disable();                                                                          \
+    } while (0)
+#define DAMAGED_END() __lsan_enable()
+#else
+#define DAMAGED_BEGIN() ((void)0)
+#define DAMAGED_END() ((void)0)
+#endif
+
+/* Every HDF5 file, dataset, group, attribute... we opened is closed again. */
+static void no_open_ids(void)
+{
+    ssize_t n = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_ALL);
+    if (n != 0)
+        fprintf(stderr, "\n  %zd HDF5 ids still open\n", n);
+    CU_ASSERT_EQUAL(n, 0);
+}
+
 #define ASSERT_HAS(msg, needle)                                                                    \
     do {                                                                                           \
         const char *m_ = (msg);                                                                    \
@@ -506,8 +544,9 @@ static void test_bad_arguments(void)
 /* ---- corruption --------------------------------------------------------------- */
 
 /* One flipped byte inside a dataset's data (located with H5Dget_offset): open
- * works, verify and read_all name the dataset, inspect marks it, find_latest
- * skips the file. Nothing on stderr. */
+ * works, verify fails on the digest (pointing at inspect), read_all names the
+ * dataset, inspect marks exactly that dataset, find_latest skips the file.
+ * Nothing on stderr. */
 static void test_flip_data_byte(void)
 {
     const char *dir = fresh_dir("flipdata");
@@ -538,14 +577,17 @@ static void test_flip_data_byte(void)
     }
     mr_ckpt_close(&r);
     MrCkptReport rep;
+    DAMAGED_BEGIN();
     int rc_insp = mr_ckpt_inspect(path, 1, &rep, &e);
+    DAMAGED_END();
     char found[1200], skipped[4096];
     int rc_find = mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e);
     char *err = capture_end();
 
     CU_ASSERT_EQUAL(rc_open, MR_OK);
     CU_ASSERT_EQUAL(rc_verify, MR_EFORMAT);
-    ASSERT_HAS(verify_msg, "checksum mismatch in dataset /params/w");
+    ASSERT_HAS(verify_msg, "is corrupt: its digest does not match");
+    ASSERT_HAS(verify_msg, "mpirec inspect");
     CU_ASSERT_EQUAL(rc_read, MR_EFORMAT);
     ASSERT_HAS(read_msg, "checksum mismatch in dataset /params/w");
     CU_ASSERT_EQUAL(rc_insp, MR_EFORMAT);
@@ -588,10 +630,12 @@ static void test_flip_anywhere(void)
         spit(bad, orig, n);
         orig[pos] ^= 0x5a;
         MrCkptReader *r = NULL;
+        DAMAGED_BEGIN(); /* mr_ckpt_open lets HDF5 parse damaged metadata */
         int rc = mr_ckpt_open(&r, NULL, bad, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e);
         if (!rc)
             rc = mr_ckpt_verify(r, &e);
         mr_ckpt_close(&r);
+        DAMAGED_END();
         if (rc == MR_OK) {
             undetected++;
             if (first_undetected < 0)
@@ -599,8 +643,10 @@ static void test_flip_anywhere(void)
         }
         if (pos % 41 == 0) {
             MrCkptReport rep;
+            DAMAGED_BEGIN();
             if (mr_ckpt_inspect(bad, 1, &rep, &e) == MR_OK)
                 inspect_ok++;
+            DAMAGED_END();
             mr_ckpt_report_free(&rep);
             char found[1200];
             mr_ckpt_find_latest(sub, found, sizeof found, NULL, 0, &e);
@@ -651,7 +697,9 @@ static void test_truncated(void)
         snprintf(msgs[i], sizeof msgs[i], "%s", e.msg);
         mr_ckpt_close(&r);
         MrCkptReport rep;
+        DAMAGED_BEGIN();
         icodes[i] = mr_ckpt_inspect(bad, 1, &rep, &e);
+        DAMAGED_END();
         mr_ckpt_report_free(&rep);
     }
     char *err = capture_end();
@@ -1075,7 +1123,8 @@ int add_suite_ckpt(void)
         !CU_add_test(s, "fault_injection", test_fault_injection) ||
         !CU_add_test(s, "disk_full_tmpfs", test_disk_full_tmpfs) ||
         !CU_add_test(s, "dir_lock", test_dir_lock) ||
-        !CU_add_test(s, "inspect_report", test_inspect_report))
+        !CU_add_test(s, "inspect_report", test_inspect_report) ||
+        !CU_add_test(s, "no_open_ids", no_open_ids))
         return -1;
     return 0;
 }

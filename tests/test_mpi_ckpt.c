@@ -374,7 +374,7 @@ static void test_error_agreement(void)
     int P = c->size, me = c->rank, bad_rank = P - 1;
     MrErr e;
     const char *dir = shared_dir("agree");
-    float row[C] = {0};
+    float row[4 * C] = {0}; /* room for the 4-row table below */
     MrCkptWriter *w = NULL;
     CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, c, dir, "ckpt-1", MR_CKPT_MAGIC, 1, &e), MR_OK);
     /* Each rank writes one row of a P-row table; the bad rank claims row P. */

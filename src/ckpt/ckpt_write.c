@@ -625,7 +625,8 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
                                          s->path, ta, tb - 1, got);
         if ((rc = ck_agree(w->comm, rc, e)))
             break;
-        if ((rc = mr_comm_alltoallv(w->comm, p + (size_t)K0 * rb, sb, recv, rbytes, e)))
+        if ((rc = mr_comm_alltoallv(w->comm, first_send ? NULL : p + (size_t)K0 * rb, sb, recv,
+                                    rbytes, e)))
             break;
         /* Unpack into file order. */
         memset(seen, 0, (size_t)(tb - ta));
