@@ -48,11 +48,14 @@ typedef struct Opts {
 typedef struct Table {
     const char *path;
     int64_t rows;
-    float *data;   /* row mode: this rank's rows (rank, rank + P, ...); replicated: all */
+    float *data; /* row mode: this rank's rows (rank, rank + P, ...); replicated: all */
     int64_t n_local;
 } Table;
 
-static double now(void) { return mr_comm_wtime(); }
+static double now(void)
+{
+    return mr_comm_wtime();
+}
 
 static int die(MrComm *c, const char *what, const MrErr *e)
 {
@@ -194,8 +197,10 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     if (parse(argc, argv, &o)) {
         if (me == 0)
-            fprintf(stderr, "usage: bench_ckpt [--dir DIR] [--users N] [--items M] [--dim D] "
-                            "[--reps K] [--deflate L] [--vocab] [--modes row,replicated] [--keep] [--debug]\n");
+            fprintf(
+                stderr,
+                "usage: bench_ckpt [--dir DIR] [--users N] [--items M] [--dim D] "
+                "[--reps K] [--deflate L] [--vocab] [--modes row,replicated] [--keep] [--debug]\n");
         mr_comm_finalize(c);
         return 2;
     }
@@ -315,9 +320,9 @@ int main(int argc, char **argv)
             if ((rc = mr_ckpt_open(&r, c, path, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e)))
                 return die(c, "open", &e);
             for (int k = 0; k < 4 && !rc; k++)
-                rc = mode == 0 ? mr_ckpt_read_rows(r, t[k].path, MR_F32, me, P, t[k].n_local, back,
-                                                   &e)
-                               : mr_ckpt_read_all(r, t[k].path, MR_F32, back, &e);
+                rc = mode == 0
+                         ? mr_ckpt_read_rows(r, t[k].path, MR_F32, me, P, t[k].n_local, back, &e)
+                         : mr_ckpt_read_all(r, t[k].path, MR_F32, back, &e);
             if (rc)
                 return die(c, "read", &e);
             t1 = now();

@@ -56,7 +56,7 @@
 #define DAMAGED_END() __lsan_enable()
 #else
 #define DAMAGED_BEGIN() ((void)0)
-#define DAMAGED_END() ((void)0)
+#define DAMAGED_END()   ((void)0)
 #endif
 
 /* Every HDF5 file, dataset, group, attribute... we opened is closed again. */
@@ -72,7 +72,7 @@ static void no_open_ids(void)
     do {                                                                                           \
         const char *m_ = (msg);                                                                    \
         if (!strstr(m_, (needle)))                                                                 \
-            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                       \
+            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                         \
         CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
     } while (0)
 
@@ -161,7 +161,10 @@ static char *capture_end(void)
 }
 
 /* Deterministic values. */
-static float fval(int64_t r, int64_t c, int salt) { return (float)(r * 100 + c) * 0.5f + (float)salt; }
+static float fval(int64_t r, int64_t c, int salt)
+{
+    return (float)(r * 100 + c) * 0.5f + (float)salt;
+}
 
 /* A small checkpoint: /params/w [R x D] f32, /optim/acc [R x D] f32, /data/cursor
  * i64[3], /vocab/user strings, /meta step/epoch/config. */
@@ -248,9 +251,9 @@ static void test_roundtrip_types(void)
         MrErr e;
         mr_err_clear(&e);
         MrCkptWriter *w = NULL;
-        CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, comm, dir, "ckpt-1", MR_CKPT_MAGIC,
-                                                  MR_CKPT_VERSION, &e),
-                              MR_OK);
+        CU_ASSERT_EQUAL_FATAL(
+            mr_ckpt_writer_open(&w, comm, dir, "ckpt-1", MR_CKPT_MAGIC, MR_CKPT_VERSION, &e),
+            MR_OK);
         enum { R = 37, C = 3 };
         float f32[R * C];
         double f64[R * C];
@@ -414,7 +417,8 @@ static void test_strings(void)
 {
     const char *dir = fresh_dir("strings");
     MrErr e;
-    const char *words[] = {"", "x", "", "\xc3\xa9t\xc3\xa9", "\x80\xff\xfe", "long string with spaces", ""};
+    const char *words[] = {
+        "", "x", "", "\xc3\xa9t\xc3\xa9", "\x80\xff\xfe", "long string with spaces", ""};
     enum { N = 7 };
     char bytes[128];
     int64_t off[N + 1] = {0};
@@ -515,7 +519,8 @@ static void test_bad_arguments(void)
     CU_ASSERT_EQUAL(mr_ckpt_writer_open(&w, NULL, dir, "bad/name", MR_CKPT_MAGIC, 1, &e),
                     MR_EINTERNAL);
     CU_ASSERT_PTR_NULL(w);
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-1", MR_CKPT_MAGIC, 1, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-1", MR_CKPT_MAGIC, 1, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_root(w, "a//b", MR_F32, 2, 4, v, &e), MR_EINTERNAL);
     ASSERT_HAS(e.msg, "bad dataset path");
     /* Sticky: the next call repeats the failure. */
@@ -526,14 +531,16 @@ static void test_bad_arguments(void)
     CU_ASSERT(!file_exists(dir, "ckpt-1.h5.tmp"));
     CU_ASSERT(!file_exists(dir, "ckpt-1.h5"));
 
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-2", MR_CKPT_MAGIC, 1, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-2", MR_CKPT_MAGIC, 1, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_rows(w, "x", MR_F32, 2, 4, 1, 1, 2, v, &e), MR_EINTERNAL);
     ASSERT_HAS(e.msg, "do not fit in 2 rows");
     mr_ckpt_writer_abort(&w);
     CU_ASSERT_PTR_NULL(w);
     CU_ASSERT(!file_exists(dir, "ckpt-2.h5.tmp"));
 
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-3", MR_CKPT_MAGIC, 1, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-3", MR_CKPT_MAGIC, 1, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_root(w, "x", MR_F32, 2, 4, v, &e), MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_root(w, "x", MR_F32, 2, 4, v, &e), MR_EINTERNAL);
     ASSERT_HAS(e.msg, "written twice");
@@ -730,25 +737,29 @@ static void test_find_latest(void)
     char found[1200], skipped[8192], p[1200];
     for (int s = 1; s <= 3; s++)
         CU_ASSERT_EQUAL_FATAL(write_small(NULL, dir, s, "latest", 0, &e), MR_OK);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-3.h5");
     CU_ASSERT_STRING_EQUAL(skipped, "");
 
     /* latest points at 2: it wins over the newer 3 (the pointer is the truth). */
     snprintf(p, sizeof p, "%s/latest", dir);
     spit(p, "ckpt-2.h5\n", 10);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-2.h5");
 
     /* No latest: scan by step. */
     unlink(p);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-3.h5");
 
     /* An uncommitted newer .tmp is ignored. */
     snprintf(p, sizeof p, "%s/ckpt-4.h5.tmp", dir);
     spit(p, "partial", 7);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-3.h5");
 
     /* latest -> corrupt 3: fall back to 2. */
@@ -769,11 +780,13 @@ static void test_find_latest(void)
     /* latest -> a missing file, and latest holding a path: fall back. */
     snprintf(p, sizeof p, "%s/latest", dir);
     spit(p, "ckpt-99.h5", 10);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-2.h5");
     ASSERT_HAS(skipped, "No such file");
     spit(p, "../elsewhere.h5\n", 16);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-2.h5");
     ASSERT_HAS(skipped, "latest: does not hold a file name");
 
@@ -782,7 +795,8 @@ static void test_find_latest(void)
     truncate(p, 1000);
     snprintf(p, sizeof p, "%s/ckpt-1.h5", dir);
     truncate(p, 0);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     CU_ASSERT_STRING_EQUAL(found, "");
     ASSERT_HAS(skipped, "ckpt-3.h5: ");
     ASSERT_HAS(skipped, "ckpt-2.h5: ");
@@ -791,7 +805,8 @@ static void test_find_latest(void)
 
     /* No directory at all: no checkpoint, not an error. */
     snprintf(p, sizeof p, "%s/does-not-exist", dir);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(p, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(p, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     CU_ASSERT_STRING_EQUAL(found, "");
 }
 
@@ -840,13 +855,15 @@ static void test_magic_version(void)
     MrErr e;
     MrCkptWriter *w = NULL;
     int64_t x[2] = {1, 2};
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "index", MR_INDEX_MAGIC,
-                                              MR_INDEX_VERSION, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        mr_ckpt_writer_open(&w, NULL, dir, "index", MR_INDEX_MAGIC, MR_INDEX_VERSION, &e), MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_root(w, "x", MR_I64, 2, 0, x, &e), MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_writer_commit(&w, NULL, 0, &e), MR_OK);
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-1", MR_CKPT_MAGIC, 99, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-1", MR_CKPT_MAGIC, 99, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_writer_commit(&w, NULL, 0, &e), MR_OK);
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-0", MR_CKPT_MAGIC, 0, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-0", MR_CKPT_MAGIC, 0, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_writer_commit(&w, NULL, 0, &e), MR_OK);
 
     char p[1200];
@@ -905,10 +922,10 @@ static void test_fault_injection(void)
     MrErr e;
     CU_ASSERT_EQUAL_FATAL(write_small(g_test_comm, dir, 1, "latest", 3, &e), MR_OK);
     const char *items[] = {"ckpt_write_after:0", "ckpt_write_after:900", "ckpt_commit:close",
-                           "ckpt_commit:fsync", "ckpt_commit:rename", "ckpt_commit:latest"};
+                           "ckpt_commit:fsync",  "ckpt_commit:rename",   "ckpt_commit:latest"};
     /* (ckpt_commit:lose needs P > 1: test_mpi_ckpt.c) */
-    const char *expect[] = {"injected", "injected", "cannot close", "cannot fsync",
-                            "cannot rename", "cannot update latest"};
+    const char *expect[] = {"injected",     "injected",      "cannot close",
+                            "cannot fsync", "cannot rename", "cannot update latest"};
     for (int mode = 0; mode < 2; mode++)
         for (int i = 0; i < 6; i++) {
             setenv("MPIREC_FAULT_INJECT", items[i], 1);
@@ -1073,8 +1090,8 @@ static void test_inspect_report(void)
     CU_ASSERT_EQUAL(rep.header_bytes, rep.file_bytes);
     CU_ASSERT_STRING_EQUAL(rep.magic, MR_CKPT_MAGIC);
     CU_ASSERT_EQUAL(rep.version, MR_CKPT_VERSION);
-    const char *names[] = {"/created", "/format_version", "/magic", "/writer", "/meta/config",
-                           "/meta/epoch", "/meta/step"};
+    const char *names[] = {"/created",     "/format_version", "/magic",    "/writer",
+                           "/meta/config", "/meta/epoch",     "/meta/step"};
     CU_ASSERT_EQUAL_FATAL(rep.nattrs, 7);
     for (int i = 0; i < 7; i++)
         CU_ASSERT_STRING_EQUAL(rep.attrs[i].name, names[i]);

@@ -27,8 +27,8 @@
     do {                                                                                           \
         const char *m_ = (msg);                                                                    \
         if (!strstr(m_, (needle)))                                                                 \
-            fprintf(stderr, "\n  [rank %d] expected \"%s\" in: %s\n", g_test_comm->rank,         \
-                    (needle), m_);                                                                 \
+            fprintf(stderr, "\n  [rank %d] expected \"%s\" in: %s\n", g_test_comm->rank, (needle), \
+                    m_);                                                                           \
         CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
     } while (0)
 
@@ -74,9 +74,18 @@ static char *latest_of(const char *dir)
 
 /* The global tables, as functions of (row, col). */
 enum { R = 1003, C = 5, S = 101 };
-static float vf(int64_t r, int64_t c) { return (float)r * 0.5f - (float)c * 3.25f; }
-static int64_t vi(int64_t r) { return r * 1000003 - 7; }
-static double vd(int64_t r, int64_t c) { return (double)r / 3.0 + (double)c; }
+static float vf(int64_t r, int64_t c)
+{
+    return (float)r * 0.5f - (float)c * 3.25f;
+}
+static int64_t vi(int64_t r)
+{
+    return r * 1000003 - 7;
+}
+static double vd(int64_t r, int64_t c)
+{
+    return (double)r / 3.0 + (double)c;
+}
 static void vstr(int64_t k, char *buf, size_t n)
 {
     if (k % 7 == 0)
@@ -187,7 +196,8 @@ static void test_sharded_roundtrip(void)
             int64_t rp = me + j * P; /* the virtual rank this rank plays */
             int64_t n = rp < Pp ? count_rows(rp, Pp, R) : 0;
             int64_t first = rp < Pp ? rp : 0;
-            CU_ASSERT_EQUAL(mr_ckpt_read_rows(r, "params/user", MR_F32, first, Pp, n, f, &e), MR_OK);
+            CU_ASSERT_EQUAL(mr_ckpt_read_rows(r, "params/user", MR_F32, first, Pp, n, f, &e),
+                            MR_OK);
             CU_ASSERT_EQUAL(mr_ckpt_read_rows(r, "optim/user_ids", MR_I64, first, Pp, n, iv, &e),
                             MR_OK);
             int bad = 0;
@@ -328,7 +338,8 @@ static void test_deflate_sharded(void)
     const char *dir = shared_dir("deflate");
     setenv("MPIREC_CKPT_SLAB", "4000", 1);
     int64_t n = count_rows(me, P, R);
-    float *f = malloc((size_t)(n ? n : 1) * C * sizeof *f), *all = malloc((size_t)R * C * sizeof *f);
+    float *f = malloc((size_t)(n ? n : 1) * C * sizeof *f),
+          *all = malloc((size_t)R * C * sizeof *f);
     for (int64_t k = 0; k < n; k++)
         for (int j = 0; j < C; j++)
             f[k * C + j] = vf(me + k * P, j);

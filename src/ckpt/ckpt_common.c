@@ -37,7 +37,7 @@
 #include "mpirec/hash.h"
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
+#define FNV_PRIME  0x100000001b3ULL
 
 /* ---- HDF5 ------------------------------------------------------------------ */
 
@@ -136,11 +136,16 @@ int ck_h5_fail(MrErr *e, int code, const char *fmt, ...)
 hid_t ck_file_type(MrDType t)
 {
     switch (t) {
-    case MR_F32: return H5T_IEEE_F32LE;
-    case MR_F64: return H5T_IEEE_F64LE;
-    case MR_I64: return H5T_STD_I64LE;
-    case MR_U64: return H5T_STD_U64LE;
-    case MR_U8: return H5T_STD_U8LE;
+    case MR_F32:
+        return H5T_IEEE_F32LE;
+    case MR_F64:
+        return H5T_IEEE_F64LE;
+    case MR_I64:
+        return H5T_STD_I64LE;
+    case MR_U64:
+        return H5T_STD_U64LE;
+    case MR_U8:
+        return H5T_STD_U8LE;
     }
     return H5I_INVALID_HID;
 }
@@ -148,11 +153,16 @@ hid_t ck_file_type(MrDType t)
 hid_t ck_mem_type(MrDType t)
 {
     switch (t) {
-    case MR_F32: return H5T_NATIVE_FLOAT;
-    case MR_F64: return H5T_NATIVE_DOUBLE;
-    case MR_I64: return H5T_NATIVE_INT64;
-    case MR_U64: return H5T_NATIVE_UINT64;
-    case MR_U8: return H5T_NATIVE_UINT8;
+    case MR_F32:
+        return H5T_NATIVE_FLOAT;
+    case MR_F64:
+        return H5T_NATIVE_DOUBLE;
+    case MR_I64:
+        return H5T_NATIVE_INT64;
+    case MR_U64:
+        return H5T_NATIVE_UINT64;
+    case MR_U8:
+        return H5T_NATIVE_UINT8;
     }
     return H5I_INVALID_HID;
 }
@@ -160,11 +170,14 @@ hid_t ck_mem_type(MrDType t)
 size_t mr_ckpt_dtype_size(MrDType t)
 {
     switch (t) {
-    case MR_F32: return 4;
+    case MR_F32:
+        return 4;
     case MR_F64:
     case MR_I64:
-    case MR_U64: return 8;
-    case MR_U8: return 1;
+    case MR_U64:
+        return 8;
+    case MR_U8:
+        return 1;
     }
     return 0;
 }
@@ -172,11 +185,16 @@ size_t mr_ckpt_dtype_size(MrDType t)
 const char *mr_ckpt_dtype_name(MrDType t)
 {
     switch (t) {
-    case MR_F32: return "float32";
-    case MR_F64: return "float64";
-    case MR_I64: return "int64";
-    case MR_U64: return "uint64";
-    case MR_U8: return "uint8";
+    case MR_F32:
+        return "float32";
+    case MR_F64:
+        return "float64";
+    case MR_I64:
+        return "int64";
+    case MR_U64:
+        return "uint64";
+    case MR_U8:
+        return "uint8";
     }
     return "unknown";
 }
@@ -210,12 +228,18 @@ void ck_type_describe(hid_t ft, char *buf, size_t n)
     case H5T_INTEGER:
         snprintf(buf, n, "%sint%zu%s", H5Tget_sign(ft) == H5T_SGN_NONE ? "u" : "", size * 8, be);
         break;
-    case H5T_FLOAT: snprintf(buf, n, "float%zu%s", size * 8, be); break;
+    case H5T_FLOAT:
+        snprintf(buf, n, "float%zu%s", size * 8, be);
+        break;
     case H5T_STRING:
         snprintf(buf, n, "%s", H5Tis_variable_str(ft) > 0 ? "string(variable)" : "string");
         break;
-    case H5T_COMPOUND: snprintf(buf, n, "compound(%zu bytes)", size); break;
-    default: snprintf(buf, n, "hdf5-class-%d(%zu bytes)", (int)cls, size); break;
+    case H5T_COMPOUND:
+        snprintf(buf, n, "compound(%zu bytes)", size);
+        break;
+    default:
+        snprintf(buf, n, "hdf5-class-%d(%zu bytes)", (int)cls, size);
+        break;
     }
 }
 
@@ -393,10 +417,11 @@ int ck_header_parse(const unsigned char *ub, size_t n, CkHeader *h, char *why, s
     long long bytes = -1, block = -1;
     unsigned long long dg = 0;
     int used = 0;
-    int got = sscanf((const char *)ub + sl, "kind %63[A-Za-z0-9_-]\nbytes %lld\nblock %lld\ndigest %16llx\n%n",
-                     kind, &bytes, &block, &dg, &used);
-    if (got != 4 || used == 0 || (size_t)used + sl != (size_t)(nul - ub) || bytes < MR_CKPT_USERBLOCK ||
-        block <= 0) {
+    int got = sscanf((const char *)ub + sl,
+                     "kind %63[A-Za-z0-9_-]\nbytes %lld\nblock %lld\ndigest %16llx\n%n", kind,
+                     &bytes, &block, &dg, &used);
+    if (got != 4 || used == 0 || (size_t)used + sl != (size_t)(nul - ub) ||
+        bytes < MR_CKPT_USERBLOCK || block <= 0) {
         snprintf(why, why_n, "the header is damaged (cannot parse it)");
         return -1;
     }
@@ -465,8 +490,9 @@ int ck_digest_range(int fd, const char *path, int64_t size, int64_t b0, int64_t 
                 break;
             }
             if (r == 0) {
-                rc = mr_err_set(e, MR_EFORMAT, "%s is truncated: it ends at byte %" PRId64
-                                ", expected %" PRId64, path, off + got, size);
+                rc = mr_err_set(e, MR_EFORMAT,
+                                "%s is truncated: it ends at byte %" PRId64 ", expected %" PRId64,
+                                path, off + got, size);
                 break;
             }
             got += r;
@@ -551,7 +577,8 @@ int ck_fault_load(CkFault *f, int rank, MrErr *e)
             if (!st)
                 return mr_err_set(e, MR_ECONFIG,
                                   "MPIREC_FAULT_INJECT: '%s': stage must be close, fsync, rename, "
-                                  "latest or lose", text);
+                                  "latest or lose",
+                                  text);
             if (mine) {
                 f->commit_stage = st;
                 snprintf(f->commit_text, sizeof f->commit_text, "%s", text);
@@ -559,7 +586,8 @@ int ck_fault_load(CkFault *f, int rank, MrErr *e)
         } else {
             return mr_err_set(e, MR_ECONFIG,
                               "MPIREC_FAULT_INJECT: unknown item '%s' (known: "
-                              "ckpt_write_after:N[@R], ckpt_commit:STAGE[@R])", text);
+                              "ckpt_write_after:N[@R], ckpt_commit:STAGE[@R])",
+                              text);
         }
     }
     return MR_OK;

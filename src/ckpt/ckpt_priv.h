@@ -62,9 +62,9 @@ int ck_allreduce_u64_sum(MrComm *comm, uint64_t *v, MrErr *e);
 
 /* ---- header (user block) and digest ---- */
 typedef struct CkHeader {
-    char kind[64];       /* magic of the file */
-    int64_t bytes;       /* total file size */
-    int64_t block;       /* digest block size */
+    char kind[64]; /* magic of the file */
+    int64_t bytes; /* total file size */
+    int64_t block; /* digest block size */
     uint64_t digest;
 } CkHeader;
 /* Render the 512-byte user block. */
@@ -77,16 +77,16 @@ int ck_header_parse(const unsigned char *ub, size_t n, CkHeader *h, char *why, s
 uint64_t ck_block_hash(const unsigned char *p, size_t len);
 /* Digest contribution of blocks [b0, b1) of the body of the open file fd (body =
  * bytes [MR_CKPT_USERBLOCK, size)). MR_EIO/MR_EFORMAT on read errors. */
-int ck_digest_range(int fd, const char *path, int64_t size, int64_t b0, int64_t b1,
-                    uint64_t *sum, MrErr *e);
+int ck_digest_range(int fd, const char *path, int64_t size, int64_t b0, int64_t b1, uint64_t *sum,
+                    MrErr *e);
 /* Full digest of a file using every rank of comm (comm NULL: this process). */
 int ck_digest_file(MrComm *comm, const char *path, int64_t size, uint64_t *digest, MrErr *e);
 
 /* ---- fault injection (MPIREC_FAULT_INJECT) ---- */
 typedef struct CkFault {
-    int64_t write_after;  /* -1: off */
-    int commit_stage;     /* 0 none, else CK_STAGE_* */
-    char text[128];       /* the item, for messages */
+    int64_t write_after; /* -1: off */
+    int commit_stage;    /* 0 none, else CK_STAGE_* */
+    char text[128];      /* the item, for messages */
     char commit_text[128];
 } CkFault;
 enum { CK_STAGE_CLOSE = 1, CK_STAGE_FSYNC, CK_STAGE_RENAME, CK_STAGE_LATEST, CK_STAGE_LOSE };

@@ -3,23 +3,23 @@
  * Approach: before HDF5 sees a file, its 512-byte header is read with plain
  * POSIX calls: a file cut short (crash, full disk) is reported as truncated with
  * both sizes, and a file that was never committed (blank header) says so. Then
- * HDF5 opens it (MPI-IO when a communicator is given, with collective metadata
- * reads, so every read function is collective: all ranks open and close the same
- * objects in the same order, and agree on the outcome before returning).
+ * HDF5 opens it (MPI-IO when P > 1, with collective metadata reads, so every
+ * read function is collective: all ranks open and close the same objects in the
+ * same order, and agree on the outcome before returning).
  *
- * Verification reads every dataset once, each rank a contiguous share of the
- * rows, and compares the sum of the row checksums with the stored attribute; the
- * digest of the whole body is checked first, so a damaged byte in HDF5 metadata
- * or padding, which no dataset checksum covers, is reported too (and, on the
- * paths that scan unknown files — find_latest, inspect — before HDF5 parses the
- * damaged metadata at all).
+ * Verification checks the digest of the whole body first (each rank a share of
+ * the 1 MiB blocks); on a mismatch it stops, so HDF5 never parses damaged
+ * metadata here (it leaks, and could do worse). Then every dataset is read once,
+ * each rank a contiguous share of the rows, and the sum of the row checksums is
+ * compared with the stored attribute.
  *
- * Reads are cut into slabs of at most 64 MiB per rank. Strided reads of
- * row-sharded tables use collective transfers (every rank makes the same number
- * of calls); whole-dataset reads, row lists and verification use independent
- * transfers. A row list is sorted, nearby rows are merged into ranges (gaps of
- * up to 64 KiB are read and dropped), and the rows are scattered back to the
- * caller's order.
+ * Reads are cut into slabs of at most 64 MiB per rank. Contiguous selections use
+ * independent transfers. Strided requests that cover the table (a row-sharded
+ * table read back at any P) go through windows like the writes: every rank
+ * reads one contiguous block and an alltoallv delivers each rank its rows, in
+ * place. Sparse strided requests fall back to collective transfers. A row list
+ * is sorted, nearby rows merged into ranges (gaps of up to 64 KiB are read and
+ * dropped), and the rows scattered back to the caller's order.
  *
  * Not here: writing (ckpt_write.c), directories (ckpt_dir.c), the inspect
  * report (ckpt_inspect.c).
@@ -41,13 +41,13 @@
 #define GAP_BYTES ((int64_t)64 << 10)
 
 struct MrCkptReader {
-    MrComm *comm;        /* borrowed; NULL: serial */
+    MrComm *comm; /* borrowed; NULL: serial */
     int rank, size;
     hid_t file, dxpl_coll, dxpl_ind;
     char path[CK_PATH_MAX];
-    int mpiio;           /* 1: MPI-IO driver (P > 1) */
-    int header;          /* 1 mpirec header, 0 none */
-    int digest_checked;  /* the digest was verified at open */
+    int mpiio;          /* 1: MPI-IO driver (P > 1) */
+    int header;         /* 1 mpirec header, 0 none */
+    int digest_checked; /* the digest was verified at open */
     CkHeader hdr;
     int64_t file_size;
     char magic[64];
@@ -111,11 +111,11 @@ int ck_check_header(const char *path, int *has, CkHeader *h, int64_t *size, MrEr
     return MR_OK;
 }
 
-int ck_check_digest(MrComm *comm, const char *path, const CkHeader *h, uint64_t *computed,
-                    MrErr *e)
+int ck_check_digest(MrComm *comm, const char *path, const CkHeader *h, uint64_t *computed, MrErr *e)
 {
     if (h->block != CK_DIGEST_BLOCK)
-        return mr_err_set(e, MR_EFORMAT, "%s: digest block of %" PRId64 " bytes, expected %" PRId64
+        return mr_err_set(e, MR_EFORMAT,
+                          "%s: digest block of %" PRId64 " bytes, expected %" PRId64
                           " (damaged header or another format)",
                           path, h->block, (int64_t)CK_DIGEST_BLOCK);
     uint64_t d = 0;
@@ -164,7 +164,8 @@ int ck_read_str_attr(hid_t obj, const char *name, char **out, MrErr *e)
         return ck_h5_fail(e, MR_EFORMAT, "attribute %s", name);
     hid_t ft = H5Aget_type(a), sp = H5Aget_space(a);
     int rc = MR_OK;
-    if (ft < 0 || sp < 0 || H5Tget_class(ft) != H5T_STRING || H5Sget_simple_extent_npoints(sp) != 1) {
+    if (ft < 0 || sp < 0 || H5Tget_class(ft) != H5T_STRING ||
+        H5Sget_simple_extent_npoints(sp) != 1) {
         rc = mr_err_set(e, MR_EFORMAT, "attribute %s is not a single string", name);
     } else if (H5Tis_variable_str(ft) > 0) {
         hid_t mt = H5Tcopy(H5T_C_S1);
@@ -297,17 +298,18 @@ static hid_t select_rows(hid_t fsp, int nd, const hsize_t *dims, int64_t r0, int
 }
 
 /* One H5Dread of rows r0 + k*stride (k < cnt) into buf (cnt may be 0). */
-int ck_read_rows_once(hid_t ds, hid_t mt, int nd, const hsize_t *dims, int64_t r0,
-                          int64_t stride, int64_t cnt, void *buf, hid_t dxpl)
+int ck_read_rows_once(hid_t ds, hid_t mt, int nd, const hsize_t *dims, int64_t r0, int64_t stride,
+                      int64_t cnt, void *buf, hid_t dxpl)
 {
     hid_t fsp = H5Dget_space(ds);
     if (fsp < 0)
         return -1;
     hid_t msp = select_rows(fsp, nd, dims, r0, stride, cnt);
     unsigned char dummy[16];
-    int rc = !ck_h5_ok(msp) || !ck_h5_ok(H5Dread(ds, mt, msp, fsp, dxpl, cnt > 0 ? buf : (void *)dummy))
-                 ? -1
-                 : 0;
+    int rc =
+        !ck_h5_ok(msp) || !ck_h5_ok(H5Dread(ds, mt, msp, fsp, dxpl, cnt > 0 ? buf : (void *)dummy))
+            ? -1
+            : 0;
     if (msp >= 0)
         H5Sclose(msp);
     H5Sclose(fsp);
@@ -387,8 +389,8 @@ int ck_dataset_checksum(hid_t file, MrComm *comm, hid_t dxpl, const char *file_p
         /* A scalar: one row of one element, read whole by rank 0. */
         unsigned char one[64];
         if (es > sizeof one) {
-            rc = mr_err_set(e, MR_EFORMAT, "%s: dataset %s: element of %zu bytes", file_path,
-                            path, es);
+            rc = mr_err_set(e, MR_EFORMAT, "%s: dataset %s: element of %zu bytes", file_path, path,
+                            es);
         } else if (me == 0) {
             if (H5Dread(ds, ft, H5S_ALL, H5S_ALL, dxpl, one) < 0)
                 rc = ck_h5_fail(e, MR_EFORMAT, "%s: cannot read dataset %s", file_path, path);
@@ -413,8 +415,8 @@ int ck_dataset_checksum(hid_t file, MrComm *comm, hid_t dxpl, const char *file_p
         for (int64_t r = a0; r < a1; r += L) {
             int64_t cnt = a1 - r < L ? a1 - r : L;
             if (ck_read_rows_once(ds, ft, nd, dims, r, 1, cnt, buf, dxpl) < 0) {
-                rc = ck_h5_fail(e, MR_EFORMAT, "%s: cannot read dataset %s (rows %" PRId64
-                                " to %" PRId64 ")",
+                rc = ck_h5_fail(e, MR_EFORMAT,
+                                "%s: cannot read dataset %s (rows %" PRId64 " to %" PRId64 ")",
                                 file_path, path, r, r + cnt - 1);
                 break;
             }
@@ -469,8 +471,9 @@ static int check_kind(MrCkptReader *r, const char *magic, int version, MrErr *e)
                           r->magic, magic ? magic : "MPIREC-*", hint);
     }
     if (r->header && strcmp(r->hdr.kind, r->magic) != 0)
-        return mr_err_set(e, MR_EFORMAT, "%s: its header says '%s' but the file says '%s' (damaged)",
-                          r->path, r->hdr.kind, r->magic);
+        return mr_err_set(e, MR_EFORMAT,
+                          "%s: its header says '%s' but the file says '%s' (damaged)", r->path,
+                          r->hdr.kind, r->magic);
     hid_t a = H5Aopen(r->file, "format_version", H5P_DEFAULT);
     int64_t v = -1;
     int bad = !ck_h5_ok(a) || !ck_h5_ok(H5Aread(a, H5T_NATIVE_INT64, &v));
@@ -551,8 +554,10 @@ static int open_impl(MrCkptReader **rp, MrComm *comm, const char *path, const ch
         if (fcpl < 0 || H5Pget_userblock(fcpl, &ub) < 0)
             rc = ck_h5_fail(e, MR_EFORMAT, "%s: cannot read its creation properties", path);
         else if (ub != (hsize_t)(r->header ? MR_CKPT_USERBLOCK : 0))
-            rc = mr_err_set(e, MR_EFORMAT, "%s: HDF5 user block of %llu bytes does not match its "
-                            "header (damaged)", path, (unsigned long long)ub);
+            rc = mr_err_set(e, MR_EFORMAT,
+                            "%s: HDF5 user block of %llu bytes does not match its "
+                            "header (damaged)",
+                            path, (unsigned long long)ub);
         if (fcpl >= 0)
             H5Pclose(fcpl);
     }
@@ -563,7 +568,7 @@ static int open_impl(MrCkptReader **rp, MrComm *comm, const char *path, const ch
         r->dxpl_ind = H5Pcreate(H5P_DATASET_XFER);
         if (r->dxpl_coll < 0 || r->dxpl_ind < 0 ||
             (mpiio && (H5Pset_dxpl_mpio(r->dxpl_coll, H5FD_MPIO_COLLECTIVE) < 0 ||
-                      H5Pset_dxpl_mpio(r->dxpl_ind, H5FD_MPIO_INDEPENDENT) < 0)))
+                       H5Pset_dxpl_mpio(r->dxpl_ind, H5FD_MPIO_INDEPENDENT) < 0)))
             rc = ck_h5_fail(e, MR_EINTERNAL, "transfer properties");
     }
     if ((rc = ck_agree(comm, rc, e))) {
@@ -758,8 +763,8 @@ static int open_ds(MrCkptReader *r, const char *path_in, int t, hid_t *ds, int64
         char what[64] = "unknown";
         if (ft >= 0)
             ck_type_describe(ft, what, sizeof what);
-        rc = mr_err_set(e, MR_EFORMAT, "%s: dataset %s holds %s, expected %s", r->path, path,
-                        what, mr_ckpt_dtype_name((MrDType)t));
+        rc = mr_err_set(e, MR_EFORMAT, "%s: dataset %s holds %s, expected %s", r->path, path, what,
+                        mr_ckpt_dtype_name((MrDType)t));
     }
     if (sp >= 0)
         H5Sclose(sp);
@@ -814,7 +819,7 @@ static int read_range(MrCkptReader *r, hid_t ds, MrDType t, int nd, const hsize_
     for (int64_t k = a; k < b; k += L) {
         int64_t cnt = b - k < L ? b - k : L;
         if (ck_read_rows_once(ds, ck_mem_type(t), nd, dims, k, 1, cnt,
-                           (unsigned char *)data + (size_t)(k - a) * rb, r->dxpl_ind) < 0)
+                              (unsigned char *)data + (size_t)(k - a) * rb, r->dxpl_ind) < 0)
             return -1;
     }
     return 0;
@@ -1028,8 +1033,8 @@ int mr_ckpt_read_row_list(MrCkptReader *r, const char *path_in, MrDType t, const
         rc = mr_err_set(e, MR_EINTERNAL, "reading %s: NULL buffer", path);
     for (int64_t i = 0; !rc && i < n; i++)
         if (rows_in[i] < 0 || rows_in[i] >= rows)
-            rc = mr_err_set(e, MR_EFORMAT, "%s: dataset %s has %" PRId64 " rows; row %" PRId64
-                            " requested",
+            rc = mr_err_set(e, MR_EFORMAT,
+                            "%s: dataset %s has %" PRId64 " rows; row %" PRId64 " requested",
                             r->path, path, rows, rows_in[i]);
     if (!rc && n > 0) {
         ref = malloc((size_t)n * sizeof *ref);
@@ -1054,7 +1059,8 @@ int mr_ckpt_read_row_list(MrCkptReader *r, const char *path_in, MrDType t, const
                    ref[j].row - a + 1 <= max_rows)
                 j++;
             int64_t b = ref[j - 1].row + 1;
-            if (ck_read_rows_once(ds, ck_mem_type(t), nd, dims, a, 1, b - a, tmp, r->dxpl_ind) < 0) {
+            if (ck_read_rows_once(ds, ck_mem_type(t), nd, dims, a, 1, b - a, tmp, r->dxpl_ind) <
+                0) {
                 rc = ck_h5_fail(e, MR_EFORMAT, "%s: cannot read dataset %s", r->path, path);
                 break;
             }

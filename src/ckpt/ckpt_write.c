@@ -1,27 +1,40 @@
 /* ckpt_write.c — writing a checkpoint (or index) file: parallel HDF5 over MPI-IO,
  * then the atomic commit.
  *
- * Approach: one file, created collectively with the MPI-IO driver, collective
- * metadata and collective transfers (a strided hyperslab per rank for
- * row-sharded tables, an empty selection for ranks that hold nothing).
- * Contiguous, uncompressed datasets with no fill-value pass by default: the data
- * go to disk once, in the order MPI-IO's two-phase aggregation likes, and a
- * dataset's bytes can be located with H5Dget_offset. Transfers are cut into
- * slabs of at most 64 MiB per rank, so no MPI count comes near 2^31 and the
- * temporaries stay small.
+ * Approach: one file, created collectively with the MPI-IO driver and collective
+ * metadata when P > 1 (HDF5's POSIX driver when P = 1: same file, no MPI-IO
+ * layer). Datasets are contiguous, uncompressed, allocated at creation, never
+ * filled: the data go to disk once, and a dataset's bytes sit at a known offset
+ * (H5Dget_offset). Each rank writes contiguous file ranges only, with
+ * independent transfers: strided rows (row i on rank i mod P) are a million tiny
+ * pieces, which Open MPI's collective I/O handles at a few MB/s, so they are
+ * first moved by an alltoallv, window by window, to the rank that owns their part
+ * of the window (write_windowed). Transfers are cut into slabs of at most 64 MiB
+ * per rank, so no MPI count nears 2^31 and temporaries stay small. Deflate
+ * (optional) needs collective transfers in HDF5 1.10 and gets them.
  *
- * Checksums are computed from the caller's memory before the write (rows hashed
- * by whoever holds them, summed with one allreduce) and stored as the dataset's
- * "checksum" attribute. After every collective step the ranks agree on the
- * outcome (mr_comm_agree), so one rank's failure (disk full, EIO, bad arguments)
- * makes every rank return the same code and none waits in a collective. A failure
- * is sticky: later calls return it, commit refuses and removes the .tmp.
+ * Checksums are computed from the caller's memory (rows hashed by whoever holds
+ * them, summed with one allreduce) and stored as the dataset's "checksum"
+ * attribute. After every collective step the ranks agree on the outcome
+ * (mr_comm_agree), so one rank's failure makes every rank return the same code
+ * and none waits in a collective. A failure is sticky: later calls return it,
+ * commit refuses, the .tmp is removed.
  *
- * Commit order (the point of the whole exercise): close collectively; every rank
- * fsyncs the file (its node's dirty pages) and hashes its share of the body for
- * the digest; rank 0 writes the header into the user block, fsyncs, renames
- * .tmp -> .h5, fsyncs the directory, then replaces `latest` atomically and
- * rotates. Until the rename nothing a reader looks at has changed.
+ * Two defences against what HDF5 1.10 + Open MPI 4.1 do on a full disk, both
+ * seen in this module's tests: OMPIO's collective write dropped data without an
+ * error, and HDF5's collective close hung (one rank's metadata write failed, the
+ * ranks ended in different barriers). So (1) the space of every dataset is
+ * reserved with fallocate as soon as HDF5 has allocated it, and again before the
+ * close (reserve_space): a full disk fails there, cleanly, on every rank; an
+ * abandoned file is truncated to nothing before its collective close (discard);
+ * (2) with P > 1, every rank reads back the ranges it wrote after the close and
+ * compares them with a hash taken while writing (verify_regions).
+ *
+ * Commit order: reserve, close collectively, read-back check, hash each rank's
+ * share of the body for the digest, fsync (every rank: each node flushes its own
+ * pages), rank 0 writes the header, renames .tmp -> .h5, fsyncs the directory,
+ * replaces `latest` atomically and rotates. Until the rename nothing a reader
+ * looks at has changed.
  *
  * Not here: what to write (train/), reading (ckpt_read.c), directories (ckpt_dir.c).
  */
@@ -29,8 +42,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <inttypes.h>
+#include <linux/falloc.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,15 +61,15 @@ typedef struct Written {
     char path[1024];
     MrDType t;
     int64_t rows, cols, first, stride, n_local;
-    int64_t window;  /* > 0: written in windows of this many rows (this rank's blocks) */
-    uint64_t hash;   /* fold of ck_block_hash over the slabs or blocks, as written */
+    int64_t window; /* > 0: written in windows of this many rows (this rank's blocks) */
+    uint64_t hash;  /* fold of ck_block_hash over the slabs or blocks, as written */
 } Written;
 
 /* A contiguous byte range of the file this rank wrote, for the read-back check. */
 typedef struct Region {
-    char path[256];  /* dataset, for the message */
+    char path[256]; /* dataset, for the message */
     int64_t off, len;
-    uint64_t hash;   /* region_hash of the bytes written */
+    uint64_t hash; /* region_hash of the bytes written */
 } Region;
 
 /* Pieces of the read-back hash: small enough to stay in cache on both sides. */
@@ -70,28 +83,28 @@ static uint64_t region_hash(uint64_t h, const unsigned char *p, int64_t len)
 }
 
 struct MrCkptWriter {
-    MrComm *comm;            /* borrowed; NULL: serial */
+    MrComm *comm; /* borrowed; NULL: serial */
     int rank, size;
-    hid_t file, dxpl;        /* dxpl: collective transfers (filtered datasets need them) */
-    hid_t dxpl_ind;          /* independent transfers (contiguous datasets) */
+    hid_t file, dxpl; /* dxpl: collective transfers (filtered datasets need them) */
+    hid_t dxpl_ind;   /* independent transfers (contiguous datasets) */
     char dir[CK_PATH_MAX];
-    char base[256];          /* "ckpt-000100" */
+    char base[256]; /* "ckpt-000100" */
     char tmp_path[CK_PATH_MAX + 16];
     char final_path[CK_PATH_MAX + 16];
     char magic[64];
-    int deflate;             /* 0: contiguous */
-    int failed;              /* sticky error code */
+    int deflate; /* 0: contiguous */
+    int failed;  /* sticky error code */
     char failed_msg[MR_ERR_SIZE];
     CkFault fault;
-    int64_t bytes_written;   /* dataset bytes this rank handed to HDF5 */
-    Written *written;        /* chunked datasets this rank holds rows of (read back via HDF5) */
+    int64_t bytes_written; /* dataset bytes this rank handed to HDF5 */
+    Written *written;      /* chunked datasets this rank holds rows of (read back via HDF5) */
     int64_t nwritten, capwritten;
-    Region *regions;         /* contiguous file ranges this rank wrote (read back via pread) */
+    Region *regions; /* contiguous file ranges this rank wrote (read back via pread) */
     int64_t nregions, capregions;
-    int mpiio;               /* 1: MPI-IO driver (P > 1); 0: HDF5's POSIX driver */
-    int res_fd;              /* rank 0: writable fd of the .tmp for fallocate; -1 */
-    int64_t reserved;        /* rank 0: bytes reserved so far */
-    int64_t alloc_end;       /* end of the space of the datasets created so far */
+    int mpiio;         /* 1: MPI-IO driver (P > 1); 0: HDF5's POSIX driver */
+    int res_fd;        /* rank 0: writable fd of the .tmp for fallocate; -1 */
+    int64_t reserved;  /* rank 0: bytes reserved so far */
+    int64_t alloc_end; /* end of the space of the datasets created so far */
 };
 
 /* Space reserved beyond HDF5's end of allocation for the metadata it still
@@ -238,14 +251,15 @@ static int reserve_space(MrCkptWriter *w, hid_t ds, const char *what, MrErr *e)
         int err = ENOTSUP;
         if (w->res_fd >= 0) {
             err = fallocate(w->res_fd, FALLOC_FL_KEEP_SIZE, (off_t)w->reserved,
-                            (off_t)(want - w->reserved)) == 0 ? 0 : errno;
+                            (off_t)(want - w->reserved)) == 0
+                      ? 0
+                      : errno;
             if (err == 0)
                 w->reserved = want;
         }
         if (err == ENOSPC || err == EDQUOT) {
-            rc = mr_err_set(e, MR_EIO, "writing %s: %s: no room for %.1f MiB more: %s",
-                            w->tmp_path, what, (double)(want - w->reserved) / 1048576.0,
-                            strerror(err));
+            rc = mr_err_set(e, MR_EIO, "writing %s: %s: no room for %.1f MiB more: %s", w->tmp_path,
+                            what, (double)(want - w->reserved) / 1048576.0, strerror(err));
             note_free_space(w, e);
         } else if (err != 0) {
             /* No fallocate here (EOPNOTSUPP, EINVAL...): at least the margin. */
@@ -483,7 +497,7 @@ typedef struct Sel {
      * block (MPI_File_write_at) instead of MPI-IO's two-phase collective, which
      * would shuffle the blocks between aggregators once more. */
     int independent;
-    int64_t addr;    /* file offset of a contiguous dataset's data, -1 if chunked */
+    int64_t addr; /* file offset of a contiguous dataset's data, -1 if chunked */
 } Sel;
 
 /* One collective H5Dwrite of rows r0 + k*stride (k < cnt; cnt may be 0) from buf,
@@ -590,9 +604,9 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
     unsigned char *block = malloc((size_t)maxblk * rb), *recv = malloc((size_t)maxblk * rb);
     unsigned char *seen = malloc((size_t)maxblk);
     int64_t *sb = malloc((size_t)P * 2 * sizeof *sb), *rbytes = sb ? sb + P : NULL;
-    int rc = block && recv && seen && sb ? MR_OK
-                                         : mr_err_set(e, MR_ENOMEM, "out of memory writing %s",
-                                                      s->path);
+    int rc = block && recv && seen && sb
+                 ? MR_OK
+                 : mr_err_set(e, MR_ENOMEM, "out of memory writing %s", s->path);
     if ((rc = ck_agree(w->comm, rc, e)))
         goto done;
     *cs = 0;
@@ -620,8 +634,8 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
         }
         rc = got == tb - ta ? MR_OK
                             : mr_err_set(e, MR_EINTERNAL,
-                                         "dataset %s: rows %" PRId64 "..%" PRId64 " are held %" PRId64
-                                         " times in all, not once each",
+                                         "dataset %s: rows %" PRId64 "..%" PRId64
+                                         " are held %" PRId64 " times in all, not once each",
                                          s->path, ta, tb - 1, got);
         if ((rc = ck_agree(w->comm, rc, e)))
             break;
@@ -636,8 +650,9 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
             for (int64_t k = k0; k < k0 + n; k++) {
                 int64_t pos = prog[q].first + k * prog[q].stride - ta;
                 if (seen[pos]) {
-                    rc = mr_err_set(e, MR_EINTERNAL, "dataset %s: row %" PRId64
-                                    " is held by two ranks", s->path, pos + ta);
+                    rc = mr_err_set(e, MR_EINTERNAL,
+                                    "dataset %s: row %" PRId64 " is held by two ranks", s->path,
+                                    pos + ta);
                     break;
                 }
                 seen[pos] = 1;
@@ -662,9 +677,9 @@ done:
 
 /* Write rows first + k*stride (k < n_local) of a [rows x cols] dataset from data.
  * Collective; the agreed result is returned on every rank. */
-static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_t rows, int64_t cols,
-                         int64_t first, int64_t stride, int64_t n_local, const void *data,
-                         MrErr *e)
+static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_t rows,
+                         int64_t cols, int64_t first, int64_t stride, int64_t n_local,
+                         const void *data, MrErr *e)
 {
     int rc = check_failed(w, e);
     if (rc)
@@ -719,8 +734,9 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
         rc = mr_err_set(e, MR_EINTERNAL, "dataset %s: the ranks disagree on its type or shape",
                         path);
     else if (!rc && total != rows)
-        rc = mr_err_set(e, MR_EINTERNAL, "dataset %s: the ranks hold %" PRId64 " rows, not %" PRId64,
-                        path, total, rows);
+        rc =
+            mr_err_set(e, MR_EINTERNAL, "dataset %s: the ranks hold %" PRId64 " rows, not %" PRId64,
+                       path, total, rows);
     /* Every rank decided the same from the same gathered numbers. */
     if (rc) {
         free(prog);
@@ -738,8 +754,9 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
                 w->capwritten = cap;
             }
         }
-        rc = w->nwritten < w->capwritten ? MR_OK
-                                         : mr_err_set(e, MR_ENOMEM, "out of memory writing %s", path);
+        rc = w->nwritten < w->capwritten
+                 ? MR_OK
+                 : mr_err_set(e, MR_ENOMEM, "out of memory writing %s", path);
         if (!rc) {
             wr = &w->written[w->nwritten];
             memset(wr, 0, sizeof *wr);
@@ -779,10 +796,10 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
         }
     }
     if (ds < 0)
-        rc = exists ? mr_err_set(e, MR_EINTERNAL, "writing %s: dataset %s written twice",
-                                 w->tmp_path, path)
-                    : ck_h5_fail(e, MR_EIO, "writing %s: cannot create dataset %s", w->tmp_path,
-                                 path);
+        rc = exists
+                 ? mr_err_set(e, MR_EINTERNAL, "writing %s: dataset %s written twice", w->tmp_path,
+                              path)
+                 : ck_h5_fail(e, MR_EIO, "writing %s: cannot create dataset %s", w->tmp_path, path);
     if (lcpl >= 0)
         H5Pclose(lcpl);
     if (dcpl >= 0)
@@ -812,8 +829,9 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
     int contiguous_sel = 1;
     for (int q = 0; q < P; q++)
         contiguous_sel &= prog[q].stride == 1 || prog[q].n <= 1;
-    Sel sel = {w, ds, fsp, t, nd, cols, rb, path, wr,
-               w->mpiio && w->deflate == 0 && (windowed || contiguous_sel), addr};
+    Sel sel = {w,    ds, fsp,  t,  nd,
+               cols, rb, path, wr, w->mpiio && w->deflate == 0 && (windowed || contiguous_sel),
+               addr};
     uint64_t cs = 0;
     rc = windowed ? write_windowed(&sel, rows, prog, data, &cs, e)
                   : write_direct(&sel, prog, data, &cs, e);
@@ -884,9 +902,10 @@ int mr_ckpt_write_strings(MrCkptWriter *w, const char *path, int64_t total, int6
         start = 0;
     }
     if (sum[1] != total)
-        return fail(w, mr_err_set(e, MR_EINTERNAL,
-                                  "string table %s: the ranks hold %" PRId64 " strings, not %" PRId64,
-                                  base, sum[1], total),
+        return fail(w,
+                    mr_err_set(e, MR_EINTERNAL,
+                               "string table %s: the ranks hold %" PRId64 " strings, not %" PRId64,
+                               base, sum[1], total),
                     e);
     /* Ranges must also be in rank order (rank r's strings before rank r+1's), since
      * the bytes are laid out by rank: check that lo equals the strings before us. */
@@ -1033,8 +1052,8 @@ static int verify_written(MrCkptWriter *w, MrErr *e)
             int64_t cnt = wr->n_local - k0 < L ? wr->n_local - k0 : L;
             if (ck_read_rows_once(ds, ck_mem_type(wr->t), nd, dims, wr->first + k0 * wr->stride,
                                   wr->stride, cnt, buf, H5P_DEFAULT) < 0)
-                rc = ck_h5_fail(e, MR_EIO, "%s: cannot read back dataset %s", w->tmp_path,
-                                wr->path);
+                rc =
+                    ck_h5_fail(e, MR_EIO, "%s: cannot read back dataset %s", w->tmp_path, wr->path);
             else
                 h = mr_mix(h, ck_block_hash(buf, (size_t)cnt * rb));
         }
@@ -1085,8 +1104,8 @@ static int check_sync_digest(MrCkptWriter *w, int64_t *size, uint64_t *digest, d
     if (!rc) {
         *size = (int64_t)st.st_size;
         if (*size < MR_CKPT_USERBLOCK)
-            rc = mr_err_set(e, MR_EIO, "%s has only %" PRId64 " bytes after closing",
-                            w->tmp_path, *size);
+            rc = mr_err_set(e, MR_EIO, "%s has only %" PRId64 " bytes after closing", w->tmp_path,
+                            *size);
     }
     uint64_t sum = 0;
     if (!rc) {
@@ -1214,8 +1233,8 @@ int mr_ckpt_writer_commit(MrCkptWriter **wp, const char *latest, int keep, MrErr
             if (!rc)
                 rc = stage_fault(w, CK_STAGE_RENAME, "cannot rename", e);
             if (!rc && rename(w->tmp_path, w->final_path) != 0)
-                rc = mr_err_set(e, MR_EIO, "cannot rename %s to %s: %s", w->tmp_path,
-                                w->final_path, strerror(errno));
+                rc = mr_err_set(e, MR_EIO, "cannot rename %s to %s: %s", w->tmp_path, w->final_path,
+                                strerror(errno));
             renamed = rc == MR_OK;
             if (!rc)
                 rc = ck_fsync_dir(w->dir, e);
@@ -1255,8 +1274,8 @@ int mr_ckpt_writer_commit(MrCkptWriter **wp, const char *latest, int keep, MrErr
         mr_log(MR_LOG_DEBUG,
                "committed %s (%.1f MB): close %.3f s, read-back check %.3f s, digest + fsync "
                "%.3f s, rename + latest %.3f s",
-               w->final_path, (double)size / 1e6, t_close - t0, t_check - t_close,
-               t_sync - t_check, mr_comm_wtime() - t_sync);
+               w->final_path, (double)size / 1e6, t_close - t0, t_check - t_close, t_sync - t_check,
+               mr_comm_wtime() - t_sync);
     free_writer(w);
     return rc;
 }
