@@ -1245,6 +1245,7 @@ int mr_ckpt_writer_commit(MrCkptWriter **wp, const char *latest, int keep, MrErr
         unlink(w->tmp_path);
 
     /* 5. Rank 0: `latest`, then rotation. */
+    int complete = rc == MR_OK; /* every rank knows: the agreement above */
     if (!rc && latest) {
         if (w->rank == 0) {
             char text[300];
@@ -1268,7 +1269,10 @@ int mr_ckpt_writer_commit(MrCkptWriter **wp, const char *latest, int keep, MrErr
         }
         rc = ck_agree(w->comm, rc, e);
     }
-    if (rc)
+    if (rc && complete)
+        mr_err_prefix(e, "checkpoint %s was written, but %s/%s still names the previous one",
+                      w->final_path, w->dir, latest);
+    else if (rc)
         mr_err_prefix(e, "checkpoint %s not committed", w->final_path);
     else if (w->rank == 0)
         mr_log(MR_LOG_DEBUG,
