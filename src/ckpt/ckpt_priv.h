@@ -158,6 +158,19 @@ int ck_read_rows_once(hid_t ds, hid_t mt, int nd, const hsize_t *dims, int64_t r
                       int64_t cnt, void *buf, hid_t dxpl);
 /* Rows per transfer slab for rows of rb bytes. */
 int64_t ck_slab_rows(size_t rb);
+/* Rows per rank per window of the strided-row redistribution: 16 MiB (smaller
+ * than a slab: the exchange buffers are touched once and stay warm). */
+int64_t ck_window_rows(size_t rb);
+
+/* A buffer kept for the life of a writer or reader (fresh pages are costly to
+ * touch: on the benchmark VM about 1 s per GB). */
+typedef struct CkBuf {
+    void *p;
+    size_t n;
+} CkBuf;
+/* Grow to at least n bytes (keeps the contents). 0 on success, -1 out of memory. */
+int ck_buf_reserve(CkBuf *b, size_t n);
+void ck_buf_free(CkBuf *b);
 
 /* Serial open of a candidate whose digest is checked before HDF5 parses it. */
 int ck_open_checked(MrCkptReader **r, const char *path, const char *magic, int version, MrErr *e);

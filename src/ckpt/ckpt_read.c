@@ -52,6 +52,7 @@ struct MrCkptReader {
     int64_t file_size;
     char magic[64];
     int64_t version;
+    CkBuf xblock, xsend; /* read_windowed's buffers, kept until close */
 };
 
 /* ---- header ---------------------------------------------------------------- */
@@ -317,6 +318,33 @@ int ck_read_rows_once(hid_t ds, hid_t mt, int nd, const hsize_t *dims, int64_t r
 }
 
 /* Rows per slab for rows of rb bytes. */
+int ck_buf_reserve(CkBuf *b, size_t n)
+{
+    if (n <= b->n)
+        return 0;
+    void *p = realloc(b->p, n);
+    if (!p)
+        return -1;
+    b->p = p;
+    b->n = n;
+    return 0;
+}
+
+void ck_buf_free(CkBuf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->n = 0;
+}
+
+int64_t ck_window_rows(size_t rb)
+{
+    int64_t L = ck_slab_rows(rb), W = ((int64_t)16 << 20) / (int64_t)(rb ? rb : 1);
+    if (W < 1)
+        W = 1;
+    return W < L ? W : L;
+}
+
 int64_t ck_slab_rows(size_t rb)
 {
     /* MPIREC_CKPT_SLAB (bytes) shrinks the slabs so that tests with small
@@ -604,6 +632,8 @@ void mr_ckpt_close(MrCkptReader **rp)
         H5Pclose(r->dxpl_ind);
     if (r->file >= 0 && H5Fclose(r->file) < 0)
         H5Eclear2(H5E_DEFAULT);
+    ck_buf_free(&r->xblock);
+    ck_buf_free(&r->xsend);
     free(r);
 }
 
@@ -870,11 +900,13 @@ static int read_windowed(MrCkptReader *r, hid_t ds, MrDType t, int nd, const hsi
                          int64_t rows, size_t rb, const Prog *prog, void *data, MrErr *e)
 {
     int P = r->size, me = r->rank;
-    int64_t Wn = (int64_t)P * ck_slab_rows(rb);
+    int64_t Wn = (int64_t)P * ck_window_rows(rb);
     int64_t maxblk = (Wn + P - 1) / P + 1;
-    unsigned char *block = malloc((size_t)maxblk * rb), *send = NULL;
-    int64_t *sb = malloc((size_t)P * 2 * sizeof *sb), *rbytes = sb ? sb + P : NULL, cap = 0;
-    int rc = block && sb ? MR_OK : mr_err_set(e, MR_ENOMEM, "out of memory reading %s", r->path);
+    int64_t *sb = malloc((size_t)P * 2 * sizeof *sb), *rbytes = sb ? sb + P : NULL;
+    int rc = sb && ck_buf_reserve(&r->xblock, (size_t)maxblk * rb) == 0
+                 ? MR_OK
+                 : mr_err_set(e, MR_ENOMEM, "out of memory reading %s", r->path);
+    unsigned char *block = r->xblock.p;
     if ((rc = ck_agree(r->comm, rc, e)))
         goto done;
     for (int64_t a = 0; a < rows && !rc; a += Wn) {
@@ -890,15 +922,9 @@ static int read_windowed(MrCkptReader *r, hid_t ds, MrDType t, int nd, const hsi
             sb[q] = prog_range(&prog[q], ta, tb, &k0) * (int64_t)rb;
             total += sb[q];
         }
-        if (!rc && total > cap) {
-            unsigned char *ns = realloc(send, (size_t)total);
-            if (ns) {
-                send = ns;
-                cap = total;
-            } else {
-                rc = mr_err_set(e, MR_ENOMEM, "out of memory reading %s", r->path);
-            }
-        }
+        if (!rc && ck_buf_reserve(&r->xsend, (size_t)total) != 0)
+            rc = mr_err_set(e, MR_ENOMEM, "out of memory reading %s", r->path);
+        unsigned char *send = r->xsend.p;
         if ((rc = ck_agree(r->comm, rc, e)))
             break;
         unsigned char *o = send;
@@ -926,8 +952,6 @@ static int read_windowed(MrCkptReader *r, hid_t ds, MrDType t, int nd, const hsi
         rc = mr_comm_alltoallv(r->comm, send, sb, dst, rbytes, e);
     }
 done:
-    free(block);
-    free(send);
     free(sb);
     return rc;
 }

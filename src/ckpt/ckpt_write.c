@@ -101,10 +101,11 @@ struct MrCkptWriter {
     int64_t nwritten, capwritten;
     Region *regions; /* contiguous file ranges this rank wrote (read back via pread) */
     int64_t nregions, capregions;
-    int mpiio;         /* 1: MPI-IO driver (P > 1); 0: HDF5's POSIX driver */
-    int res_fd;        /* rank 0: writable fd of the .tmp for fallocate; -1 */
-    int64_t reserved;  /* rank 0: bytes reserved so far */
-    int64_t alloc_end; /* end of the space of the datasets created so far */
+    int mpiio;                  /* 1: MPI-IO driver (P > 1); 0: HDF5's POSIX driver */
+    int res_fd;                 /* rank 0: writable fd of the .tmp for fallocate; -1 */
+    int64_t reserved;           /* rank 0: bytes reserved so far */
+    int64_t alloc_end;          /* end of the space of the datasets created so far */
+    CkBuf xblock, xrecv, xseen; /* write_windowed's buffers, kept for the writer's life */
 };
 
 /* Space reserved beyond HDF5's end of allocation for the metadata it still
@@ -282,6 +283,9 @@ static void free_writer(MrCkptWriter *w)
             close(w->res_fd);
         free(w->written);
         free(w->regions);
+        ck_buf_free(&w->xblock);
+        ck_buf_free(&w->xrecv);
+        ck_buf_free(&w->xseen);
     }
     free(w);
 }
@@ -599,18 +603,20 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
     MrCkptWriter *w = s->w;
     int P = w->size, me = w->rank;
     size_t rb = s->rb;
-    int64_t Wn = (int64_t)P * ck_slab_rows(rb);
+    int64_t Wn = (int64_t)P * ck_window_rows(rb);
     int64_t maxblk = (Wn + P - 1) / P + 1;
-    unsigned char *block = malloc((size_t)maxblk * rb), *recv = malloc((size_t)maxblk * rb);
-    unsigned char *seen = malloc((size_t)maxblk);
     int64_t *sb = malloc((size_t)P * 2 * sizeof *sb), *rbytes = sb ? sb + P : NULL;
-    int rc = block && recv && seen && sb
+    int rc = sb && ck_buf_reserve(&w->xblock, (size_t)maxblk * rb) == 0 &&
+                     ck_buf_reserve(&w->xrecv, (size_t)maxblk * rb) == 0 &&
+                     ck_buf_reserve(&w->xseen, (size_t)maxblk) == 0
                  ? MR_OK
                  : mr_err_set(e, MR_ENOMEM, "out of memory writing %s", s->path);
+    unsigned char *block = w->xblock.p, *recv = w->xrecv.p, *seen = w->xseen.p;
     if ((rc = ck_agree(w->comm, rc, e)))
         goto done;
     *cs = 0;
     const unsigned char *p = data;
+    double t_x = 0, t_w = 0, t0;
     for (int64_t a = 0; a < rows && !rc; a += Wn) {
         int64_t b = a + Wn < rows ? a + Wn : rows, ta, tb, k0, K0 = 0;
         /* Send: my rows of each target's block; consecutive in my memory. */
@@ -639,8 +645,11 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
                                          s->path, ta, tb - 1, got);
         if ((rc = ck_agree(w->comm, rc, e)))
             break;
-        if ((rc = mr_comm_alltoallv(w->comm, first_send ? NULL : p + (size_t)K0 * rb, sb, recv,
-                                    rbytes, e)))
+        t0 = mr_comm_wtime();
+        rc = mr_comm_alltoallv(w->comm, first_send ? NULL : p + (size_t)K0 * rb, sb, recv, rbytes,
+                               e);
+        t_x += mr_comm_wtime() - t0;
+        if (rc)
             break;
         /* Unpack into file order. */
         memset(seen, 0, (size_t)(tb - ta));
@@ -665,12 +674,16 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
         if ((rc = ck_agree(w->comm, rc, e)))
             break;
         *cs += ck_sum_rows(ta, 1, block, tb - ta, rb);
+        t0 = mr_comm_wtime();
         rc = ck_agree(w->comm, write_sel(s, ta, 1, tb - ta, block, e), e);
+        t_w += mr_comm_wtime() - t0;
     }
+    if (!rc && me == 0)
+        mr_log(MR_LOG_DEBUG,
+               "%s: %" PRId64 " rows in windows of %" PRId64 ": exchange %.3f s, "
+               "writes %.3f s (rank 0)",
+               s->path, rows, Wn, t_x, t_w);
 done:
-    free(block);
-    free(recv);
-    free(seen);
     free(sb);
     return rc;
 }
@@ -767,7 +780,7 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
             wr->first = first;
             wr->stride = stride;
             wr->n_local = n_local;
-            wr->window = windowed ? (int64_t)P * ck_slab_rows(rb) : 0;
+            wr->window = windowed ? (int64_t)P * ck_window_rows(rb) : 0;
         }
     }
     if ((rc = ck_agree(w->comm, rc, e))) {
@@ -819,13 +832,17 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
     if (wr && addr >= 0)
         wr = NULL; /* contiguous: checked by file ranges (Region), not through HDF5 */
     /* The dataset's space is allocated now (early allocation): reserve it. */
-    if ((rc = reserve_space(w, ds, path, e))) {
+    double t_res = mr_comm_wtime();
+    rc = reserve_space(w, ds, path, e);
+    t_res = mr_comm_wtime() - t_res;
+    if (rc) {
         H5Dclose(ds);
         H5Sclose(fsp);
         free(prog);
         return fail(w, rc, e);
     }
 
+    double t_data = mr_comm_wtime();
     int contiguous_sel = 1;
     for (int q = 0; q < P; q++)
         contiguous_sel &= prog[q].stride == 1 || prog[q].n <= 1;
@@ -836,6 +853,9 @@ static int write_dataset(MrCkptWriter *w, const char *path_in, MrDType t, int64_
     rc = windowed ? write_windowed(&sel, rows, prog, data, &cs, e)
                   : write_direct(&sel, prog, data, &cs, e);
     free(prog);
+    t_data = mr_comm_wtime() - t_data;
+    if (!rc && w->rank == 0)
+        mr_log(MR_LOG_DEBUG, "%s: reserve %.3f s, data %.3f s", path, t_res, t_data);
     if (!rc && wr)
         w->nwritten++;
     if (!rc)
