@@ -420,6 +420,21 @@ static void test_error_agreement(void)
     mr_ckpt_writer_abort(&w);
     mr_comm_barrier(c, &e);
     CU_ASSERT(!exists_in(dir, "ckpt-2.h5.tmp") && !exists_in(dir, "ckpt-3.h5.tmp"));
+
+    /* Strided rows that add up but overlap (every rank claims rows 0, P, 2P...):
+     * the windowed redistribution finds rows held twice (or counts that do not
+     * match), on every rank. */
+    if (P > 1) {
+        float many[4 * C * 4] = {0};
+        CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, c, dir, "ckpt-4", MR_CKPT_MAGIC, 1, &e),
+                              MR_OK);
+        rc = mr_ckpt_write_rows(w, "t", MR_F32, 4 * P, C, 0, P, 4, many, &e);
+        CU_ASSERT_EQUAL(rc, MR_EINTERNAL);
+        ASSERT_HAS(e.msg, "held");
+        mr_ckpt_writer_abort(&w);
+        mr_comm_barrier(c, &e);
+        CU_ASSERT(!exists_in(dir, "ckpt-4.h5.tmp"));
+    }
 }
 
 /* An injected I/O failure on the last rank only (during a dataset write, then at

@@ -906,27 +906,33 @@ static int read_windowed(MrCkptReader *r, hid_t ds, MrDType t, int nd, const hsi
     int rc = sb && ck_buf_reserve(&r->xblock, (size_t)maxblk * rb) == 0
                  ? MR_OK
                  : mr_err_set(e, MR_ENOMEM, "out of memory reading %s", r->path);
-    unsigned char *block = r->xblock.p;
+    /* The largest send of any window, reserved before the first exchange: inside
+     * the loop the alltoallv is the only point where the ranks wait for each
+     * other; a failed read is agreed on at the end. */
+    int64_t maxsend = 0, k0;
+    for (int64_t a = 0; a < rows; a += Wn) {
+        int64_t b = a + Wn < rows ? a + Wn : rows, ta, tb, total = 0;
+        window_block(a, b, me, P, &ta, &tb);
+        for (int q = 0; q < P; q++)
+            total += prog_range(&prog[q], ta, tb, &k0) * (int64_t)rb;
+        maxsend = total > maxsend ? total : maxsend;
+    }
+    if (!rc && ck_buf_reserve(&r->xsend, (size_t)maxsend + 1) != 0)
+        rc = mr_err_set(e, MR_ENOMEM, "out of memory reading %s", r->path);
+    unsigned char *block = r->xblock.p, *send = r->xsend.p;
     if ((rc = ck_agree(r->comm, rc, e)))
         goto done;
-    for (int64_t a = 0; a < rows && !rc; a += Wn) {
-        int64_t b = a + Wn < rows ? a + Wn : rows, ta, tb, k0;
+    int lrc = MR_OK;
+    for (int64_t a = 0; a < rows; a += Wn) {
+        int64_t b = a + Wn < rows ? a + Wn : rows, ta, tb;
         window_block(a, b, me, P, &ta, &tb);
-        if (tb > ta &&
+        if (!lrc && tb > ta &&
             ck_read_rows_once(ds, ck_mem_type(t), nd, dims, ta, 1, tb - ta, block, r->dxpl_ind) < 0)
-            rc = ck_h5_fail(e, MR_EFORMAT, "%s: cannot read rows %" PRId64 "..%" PRId64, r->path,
-                            ta, tb - 1);
+            lrc = ck_h5_fail(e, MR_EFORMAT, "%s: cannot read rows %" PRId64 "..%" PRId64, r->path,
+                             ta, tb - 1);
         /* What each rank wants from my block. */
-        int64_t total = 0;
-        for (int q = 0; q < P; q++) {
+        for (int q = 0; q < P; q++)
             sb[q] = prog_range(&prog[q], ta, tb, &k0) * (int64_t)rb;
-            total += sb[q];
-        }
-        if (!rc && ck_buf_reserve(&r->xsend, (size_t)total) != 0)
-            rc = mr_err_set(e, MR_ENOMEM, "out of memory reading %s", r->path);
-        unsigned char *send = r->xsend.p;
-        if ((rc = ck_agree(r->comm, rc, e)))
-            break;
         unsigned char *o = send;
         for (int q = 0; q < P; q++) {
             int64_t n = prog_range(&prog[q], ta, tb, &k0);
@@ -949,8 +955,10 @@ static int read_windowed(MrCkptReader *r, hid_t ds, MrDType t, int nd, const hsi
                 K0 = k0;
         }
         unsigned char *dst = K0 < 0 ? NULL : (unsigned char *)data + (size_t)K0 * rb;
-        rc = mr_comm_alltoallv(r->comm, send, sb, dst, rbytes, e);
+        if ((rc = mr_comm_alltoallv(r->comm, send, sb, dst, rbytes, e)))
+            break;
     }
+    rc = ck_agree(r->comm, rc ? rc : lrc, e);
 done:
     free(sb);
     return rc;

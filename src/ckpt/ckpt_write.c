@@ -579,24 +579,43 @@ static int write_direct(const Sel *s, const Prog *prog, const void *data, uint64
         if ((prog[q].n + L - 1) / L > niter)
             niter = (prog[q].n + L - 1) / L;
     const unsigned char *p = data;
-    int rc = MR_OK;
-    for (int64_t it = 0; it < niter && !rc; it++) {
+    int rc = MR_OK, lrc = MR_OK;
+    for (int64_t it = 0; it < niter; it++) {
         int64_t k0 = it * L, cnt = me->n - k0 < L ? me->n - k0 : L;
         if (cnt < 0)
             cnt = 0;
-        rc = write_sel(s, me->first + k0 * me->stride, me->stride, cnt,
-                       cnt ? p + (size_t)k0 * s->rb : NULL, e);
-        rc = ck_agree(w->comm, rc, e);
+        if (s->independent) {
+            /* Independent transfers: each rank its own calls, one agreement at
+             * the end (no rank waits for another between slabs). */
+            if (cnt == 0)
+                break;
+            if (!lrc)
+                lrc = write_sel(s, me->first + k0 * me->stride, me->stride, cnt,
+                                p + (size_t)k0 * s->rb, e);
+        } else {
+            rc = ck_agree(w->comm,
+                          write_sel(s, me->first + k0 * me->stride, me->stride, cnt,
+                                    cnt ? p + (size_t)k0 * s->rb : NULL, e),
+                          e);
+            if (rc)
+                break;
+        }
     }
+    if (s->independent)
+        rc = ck_agree(w->comm, lrc, e);
     *cs = !rc && me->n > 0 ? ck_sum_rows(me->first, me->stride, data, me->n, s->rb) : 0;
     return rc;
 }
 
-/* Strided rows: windows of P * (64 MiB of rows); in each, an alltoallv moves
+/* Strided rows: windows of P x 16 MiB of rows; in each, an alltoallv moves
  * every row to the rank owning its part of the window, which writes it as one
  * contiguous block. Who sends what is arithmetic on the gathered (first,
- * stride, n), so no index travels; a bitmap checks that every row of a block
- * arrives exactly once. The checksum is taken from the blocks. */
+ * stride, n), so no index travels; the counts are checked for every window
+ * before the first exchange, and a bitmap checks that every row of a block
+ * arrives once. The alltoallv is the only point where the ranks wait for each
+ * other inside the loop: with independent transfers, write errors and
+ * duplicate rows are agreed on once at the end (the .tmp is then discarded).
+ * The checksum is taken from the blocks. */
 static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const void *data,
                           uint64_t *cs, MrErr *e)
 {
@@ -612,12 +631,26 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
                  ? MR_OK
                  : mr_err_set(e, MR_ENOMEM, "out of memory writing %s", s->path);
     unsigned char *block = w->xblock.p, *recv = w->xrecv.p, *seen = w->xseen.p;
+    /* Every row of each of my blocks must come exactly once in count (this also
+     * bounds what lands in recv): checked for all windows before any exchange. */
+    for (int64_t a = 0; a < rows && !rc; a += Wn) {
+        int64_t b = a + Wn < rows ? a + Wn : rows, ta, tb, k0, got = 0;
+        window_block(a, b, me, P, &ta, &tb);
+        for (int q = 0; q < P; q++)
+            got += prog_range(&prog[q], ta, tb, &k0);
+        if (got != tb - ta)
+            rc = mr_err_set(e, MR_EINTERNAL,
+                            "dataset %s: rows %" PRId64 "..%" PRId64 " are held %" PRId64
+                            " times in all, not once each",
+                            s->path, ta, tb - 1, got);
+    }
     if ((rc = ck_agree(w->comm, rc, e)))
         goto done;
     *cs = 0;
     const unsigned char *p = data;
     double t_x = 0, t_w = 0, t0;
-    for (int64_t a = 0; a < rows && !rc; a += Wn) {
+    int lrc = MR_OK; /* local failure, agreed at the end (independent transfers) */
+    for (int64_t a = 0; a < rows; a += Wn) {
         int64_t b = a + Wn < rows ? a + Wn : rows, ta, tb, k0, K0 = 0;
         /* Send: my rows of each target's block; consecutive in my memory. */
         int first_send = 1;
@@ -632,19 +665,8 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
         }
         /* Receive: every rank's rows of my block. */
         window_block(a, b, me, P, &ta, &tb);
-        int64_t got = 0;
-        for (int q = 0; q < P; q++) {
-            int64_t n = prog_range(&prog[q], ta, tb, &k0);
-            rbytes[q] = n * (int64_t)rb;
-            got += n;
-        }
-        rc = got == tb - ta ? MR_OK
-                            : mr_err_set(e, MR_EINTERNAL,
-                                         "dataset %s: rows %" PRId64 "..%" PRId64
-                                         " are held %" PRId64 " times in all, not once each",
-                                         s->path, ta, tb - 1, got);
-        if ((rc = ck_agree(w->comm, rc, e)))
-            break;
+        for (int q = 0; q < P; q++)
+            rbytes[q] = prog_range(&prog[q], ta, tb, &k0) * (int64_t)rb;
         t0 = mr_comm_wtime();
         rc = mr_comm_alltoallv(w->comm, first_send ? NULL : p + (size_t)K0 * rb, sb, recv, rbytes,
                                e);
@@ -654,14 +676,14 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
         /* Unpack into file order. */
         memset(seen, 0, (size_t)(tb - ta));
         const unsigned char *r = recv;
-        for (int q = 0; q < P && !rc; q++) {
+        for (int q = 0; q < P && !lrc; q++) {
             int64_t n = prog_range(&prog[q], ta, tb, &k0);
             for (int64_t k = k0; k < k0 + n; k++) {
                 int64_t pos = prog[q].first + k * prog[q].stride - ta;
                 if (seen[pos]) {
-                    rc = mr_err_set(e, MR_EINTERNAL,
-                                    "dataset %s: row %" PRId64 " is held by two ranks", s->path,
-                                    pos + ta);
+                    lrc = mr_err_set(e, MR_EINTERNAL,
+                                     "dataset %s: row %" PRId64 " is held by two ranks", s->path,
+                                     pos + ta);
                     break;
                 }
                 seen[pos] = 1;
@@ -669,15 +691,24 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
                 r += rb;
             }
         }
-        /* Agree before the collective write: a rank that found a duplicate must
-         * not leave the others inside H5Dwrite. */
-        if ((rc = ck_agree(w->comm, rc, e)))
-            break;
+        if (!s->independent) {
+            /* Collective write: every rank must enter it, knowing the others' state. */
+            if ((rc = ck_agree(w->comm, lrc, e)))
+                break;
+        }
+        if (lrc)
+            continue; /* keep exchanging so the others' alltoallvs match */
         *cs += ck_sum_rows(ta, 1, block, tb - ta, rb);
         t0 = mr_comm_wtime();
-        rc = ck_agree(w->comm, write_sel(s, ta, 1, tb - ta, block, e), e);
+        if (s->independent) {
+            if (tb > ta)
+                lrc = write_sel(s, ta, 1, tb - ta, block, e);
+        } else if ((rc = ck_agree(w->comm, write_sel(s, ta, 1, tb - ta, block, e), e))) {
+            break;
+        }
         t_w += mr_comm_wtime() - t0;
     }
+    rc = ck_agree(w->comm, rc ? rc : lrc, e);
     if (!rc && me == 0)
         mr_log(MR_LOG_DEBUG,
                "%s: %" PRId64 " rows in windows of %" PRId64 ": exchange %.3f s, "
