@@ -27,12 +27,13 @@
  *
  * Row-sharded tables: row i lives on rank i mod P (dist/). With P > 1 the file
  * is written through MPI-IO: strided rows (mr_ckpt_write_rows with stride > 1)
- * are first moved, in windows of P x 64 MiB, to the rank owning their part of
+ * are first moved, in windows of P x 16 MiB, to the rank owning their part of
  * the window (one alltoallv per window, arithmetic on every rank's
  * first/stride/n, so exact coverage is checked too), and every rank writes one
  * contiguous block per window; replicated data is written by rank 0 (the others
  * take part with an empty selection). With P = 1 (or comm = NULL) HDF5's POSIX
- * driver writes the same file. Temporary memory: about 3 x 64 MiB per rank.
+ * driver writes the same file. Temporary memory: about 2 x 16 MiB per rank,
+ * kept until the writer or reader is freed.
  *
  * Atomic commit (mr_ckpt_writer_commit): reserve the file's space (fallocate,
  * so that a full disk fails cleanly before HDF5 could hang or MPI-IO lose data),

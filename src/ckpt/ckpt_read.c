@@ -892,7 +892,7 @@ int mr_ckpt_read_all(MrCkptReader *r, const char *path_in, MrDType t, void *data
 }
 
 /* Strided rows of many ranks (a row-sharded table read at P ranks): windows of
- * P * (64 MiB of rows); in each, every rank reads one contiguous block
+ * P x 16 MiB of rows; in each, every rank reads one contiguous block
  * (independent I/O) and an alltoallv hands each rank the rows of its
  * progression. A rank's rows in consecutive blocks are consecutive in its
  * output, so they arrive in place. The mirror of write_windowed. */
