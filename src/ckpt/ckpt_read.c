@@ -1070,8 +1070,13 @@ int mr_ckpt_read_row_list(MrCkptReader *r, const char *path_in, MrDType t, const
                             r->path, path, rows, rows_in[i]);
     if (!rc && n > 0) {
         ref = malloc((size_t)n * sizeof *ref);
-        int64_t L = ck_slab_rows(rb);
-        tmp = malloc((size_t)(n < L ? n : L) * rb + (size_t)GAP_BYTES + rb);
+        /* A merged range may span gaps: up to (n - 1)(gap + 1) + 1 rows, capped by
+         * the slab (the greedy merge below never exceeds either). */
+        int64_t L = ck_slab_rows(rb), g = GAP_BYTES / (int64_t)rb;
+        int64_t span = n > L ? L : (n - 1) * (g + 1) + 1;
+        if (span > L)
+            span = L;
+        tmp = malloc((size_t)span * rb);
         if (!ref || !tmp)
             rc = mr_err_set(e, MR_ENOMEM, "out of memory reading %" PRId64 " rows of %s", n, path);
     }
