@@ -60,7 +60,9 @@ WATCHDOG=$!
 
 "$BIN" gen --out "$T/syn.csv" --users 3000 --items 800 --interactions 20000 --seed 17 > /dev/null
 CFG=$SRC/configs/synthetic.json
-SETS=(--set data.path="$T/syn.csv" --set train.batch_size=256 --set train.epochs=2
+# 6 epochs of 63 steps: long enough that no job can finish before the preemptions
+# below reach it, even on a fast machine (2 epochs were done in ~13 s on a CI box)
+SETS=(--set data.path="$T/syn.csv" --set train.batch_size=256 --set train.epochs=6
       --set train.log_every=20 --set train.progress=plain --set index.build_at_end=false)
 rl_train ref 2 --config "$CFG" "${SETS[@]}"
 rl_expect_rc 0 "uninterrupted reference (P=2, mpirun)" ref
@@ -97,7 +99,10 @@ wait_restart() {
         grep -q "SLURM_RESTART_COUNT=$2 " "$T/$1.out" 2>/dev/null && return 0
         sleep 0.1
     done
-    echo "timeout waiting for $1 to restart ($2)"; cat "$T/$1.out" || true
+    echo "timeout waiting for $1 to restart ($2)"
+    grep -q "training finished" "$T/$1.out" 2>/dev/null &&
+        echo "($1 finished training before the signal reached it: the run is too short for this machine)"
+    tail -60 "$T/$1.out" || true
     scontrol show job "$(cat "$T/$1.jid")" || true
     return 1
 }
