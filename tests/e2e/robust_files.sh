@@ -55,7 +55,9 @@ refused_ckpt 9 hdr.h5 "the header is damaged"
 cp "$CK" meta.h5 && flip meta.h5 700 # the root object header (HDF5 metadata)
 refused_ckpt 9 meta.h5 "file format error"
 cp "$CK" data.h5 && flip data.h5 $(($(data_offset data.h5 /params/user) + 1000))
-refused_ckpt 9 data.h5 "data.h5 is corrupt: checksum mismatch in dataset /params/user"
+# eval, index and train check the file digest first; inspect names the dataset
+refused_ckpt 9 data.h5 "data.h5 is corrupt"
+expect 9 "data.h5 is corrupt: checksum mismatch in dataset /params/user" -- "$BIN" inspect data.h5
 cp "$CK" tail.h5 && printf 'appended' >> tail.h5
 refused_ckpt 9 tail.h5 "has $((size + 8)) bytes but its header says $size"
 

@@ -176,7 +176,7 @@ static int fz_parse_ranges(const MrReaderSpec *spec, const char *buf, size_t len
         if (rc == MR_OK && start < (int64_t)len) {
             int64_t line = 1 + nlb + fz_newlines(buf + lo, (size_t)(start - lo));
             size_t pos = (size_t)start, w = chunk;
-            for (int guard = 0;; guard++) {
+            for (int stuck = 0;;) {
                 size_t avail = len - pos < w ? len - pos : w;
                 int eof = pos + avail == len, done = 0;
                 size_t consumed = 0;
@@ -190,9 +190,12 @@ static int fz_parse_ranges(const MrReaderSpec *spec, const char *buf, size_t len
                 if (done)
                     break;
                 if (consumed == 0) {
-                    if (eof || guard > 200)
-                        abort(); /* no progress */
+                    /* no record fits: the window doubles, up to the end of the file */
+                    if (eof || ++stuck > 60)
+                        abort();
                     w *= 2;
+                } else {
+                    stuck = 0;
                 }
             }
         }
