@@ -16,7 +16,8 @@
 # targets run without per-input leak checks (HDF5 leaks on damaged files, see
 # tests/fuzz/lsan-hdf5.supp) and get a leak pass over their corpus at the end, with
 # HDF5's own leaks suppressed; every input is also checked for HDF5 ids left open.
-# A summary line per target: seconds, executions, exec/s, corpus, findings.
+# A summary line per target: seconds, executions, exec/s, corpus, coverage (libFuzzer's
+# cov: edges / ft: features of its last status line), findings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,22 +56,25 @@ run_one() {
     local asan="detect_leaks=1"
     case $t in fuzz_ckpt | fuzz_index) leak=(-detect_leaks=0) asan="detect_leaks=0" ;; esac
     local rc=0
-    ASAN_OPTIONS=$asan nice -n 10 "$bin" -max_total_time="$SECS" -timeout=25 -rss_limit_mb=2048 \
+    ASAN_OPTIONS=$asan nice -n 19 "$bin" -max_total_time="$SECS" -timeout=25 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$art" "${leak[@]}" "$work" "$seeds" > "$log" 2>&1 || rc=$?
     if [ "$rc" = 0 ] && [ "${leak[0]}" = -detect_leaks=0 ]; then
         # leak pass over the corpus, HDF5's own leaks suppressed (slow unwinding)
         LSAN_OPTIONS="suppressions=$SUPP:fast_unwind_on_malloc=0:print_suppressions=0" \
-            nice -n 10 "$bin" -runs=0 -artifact_prefix="$art" "$work" "$seeds" >> "$log" 2>&1 || rc=$?
+            nice -n 19 "$bin" -runs=0 -artifact_prefix="$art" "$work" "$seeds" >> "$log" 2>&1 || rc=$?
     fi
-    local execs eps units files
+    local execs eps units files cov
     execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log" | head -1)
+    # coverage of the last status line: "cov: N ft: M" (edges, features)
+    cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 | awk '{print $2 "/" $4}')
     eps=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log" | head -1)
     units=$(awk '/stat::new_units_added/ {print $2}' "$log" | head -1)
     files=$(find "$work" -type f | wc -l)
     local found
     found=$(find "$BUILD/fuzz-artifacts" -name "$t-*" -newer "$BUILD/fuzz-logs/.start" | wc -l)
-    printf '%-18s %5ss  %10s execs  %7s/s  corpus %5s (+%s)  findings %s%s\n' "$t" "$SECS" \
-        "${execs:-?}" "${eps:-?}" "$files" "${units:-?}" "$found" "$([ "$rc" = 0 ] || echo "  (exit $rc, $log)")"
+    printf '%-18s %5ss  %10s execs  %7s/s  corpus %5s (+%s)  cov/ft %s  findings %s%s\n' "$t" "$SECS" \
+        "${execs:-?}" "${eps:-?}" "$files" "${units:-?}" "${cov:-?}" "$found" \
+        "$([ "$rc" = 0 ] || echo "  (exit $rc, $log)")"
     [ "$rc" = 0 ] && [ "$found" = 0 ]
 }
 

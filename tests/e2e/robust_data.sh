@@ -139,8 +139,10 @@ expect 0 -- "$BIN" data --set data.path=crlf.csv $R --set split.test_fraction=0 
 # duplicate (user, item) pairs: kept and counted, the same at any P
 { echo user,item,rating; for i in $(seq 1 60); do echo "u$((i % 10)),i$((i % 6)),$((i % 5 + 1))"; done; } > dup.csv
 # pairs (i mod 10, i mod 6) repeat with period 30: 30 distinct pairs, 30 duplicates
-expect 0 -- "$BIN" data --set data.path=dup.csv $R --set split.test_fraction=0 --out dup1
-expect 0 -- $MPI 3 "$BIN" data --set data.path=dup.csv $R --set split.test_fraction=0 --out dup3
+expect 0 "60 records" "30 duplicate (user,item) pairs" \
+    -- "$BIN" data --set data.path=dup.csv $R --set split.test_fraction=0 --out dup1
+expect 0 "60 records" "30 duplicate (user,item) pairs" \
+    -- $MPI 3 "$BIN" data --set data.path=dup.csv $R --set split.test_fraction=0 --out dup3
 [ "$(summary dup1/data_summary.json duplicate_pairs)/$(summary dup1/data_summary.json records)" = 30/60 ] &&
     ok "60 records kept, 30 duplicate pairs counted (P=1)" || bad "duplicates P=1: $(cat dup1/data_summary.json)"
 [ "$(summary dup3/data_summary.json duplicate_pairs)" = 30 ] && ok "30 duplicate pairs at P=3" ||
