@@ -101,8 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     char found[700], skipped[1024];
     mr_err_clear(&e);
-    check_rc(mr_ckpt_find_latest(fz_tmpdir(), found, sizeof found, skipped, sizeof skipped, &e),
-             &e, "mr_ckpt_find_latest");
+    check_rc(mr_ckpt_find_latest(fz_tmpdir(), found, sizeof found, skipped, sizeof skipped, &e), &e,
+             "mr_ckpt_find_latest");
     fz_no_open_ids("mr_ckpt_find_latest");
 
     MrCkptReader *r = NULL;

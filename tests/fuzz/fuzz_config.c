@@ -57,7 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(text, data + 4, size - 4);
         text[size - 4] = '\0';
         char *save = NULL;
-        for (char *a = strtok_r(text, "\n", &save); a && rc == MR_OK; a = strtok_r(NULL, "\n", &save))
+        for (char *a = strtok_r(text, "\n", &save); a && rc == MR_OK;
+             a = strtok_r(NULL, "\n", &save))
             rc = mr_config_set(&c, a, &e);
         free(text);
     } else {

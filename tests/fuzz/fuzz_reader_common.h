@@ -69,7 +69,8 @@ static int fz_on_record(const MrRecord *r, void *ud)
     }
     if (!r->bad_reason) {
         double v;
-        const MrField *rt = &r->f[MR_COL_RATING], *ts = &r->f[MR_COL_TIME], *tx = &r->f[MR_COL_TEXT];
+        const MrField *rt = &r->f[MR_COL_RATING], *ts = &r->f[MR_COL_TIME],
+                      *tx = &r->f[MR_COL_TEXT];
         if (rt->kind == MR_VAL_TEXT || rt->kind == MR_VAL_NUMBER)
             mr_parse_double(rt->p, rt->len, &v);
         if (ts->kind == MR_VAL_TEXT || ts->kind == MR_VAL_NUMBER)
@@ -126,9 +127,11 @@ static int fz_parse_serial(const MrReaderSpec *spec, const char *buf, size_t len
         int64_t next_line = 0;
         int done = 0;
         out->last_offset = -1;
-        int prc = mr_reader_parse(r, buf + ds, len - (size_t)ds, ds, 1 + fz_newlines(buf, (size_t)ds),
-                                  INT64_MAX, 1, fz_on_record, out, &consumed, &next_line, &done);
-        if (prc != 0 || !done || consumed != len - (size_t)ds || next_line != 1 + fz_newlines(buf, len))
+        int prc =
+            mr_reader_parse(r, buf + ds, len - (size_t)ds, ds, 1 + fz_newlines(buf, (size_t)ds),
+                            INT64_MAX, 1, fz_on_record, out, &consumed, &next_line, &done);
+        if (prc != 0 || !done || consumed != len - (size_t)ds ||
+            next_line != 1 + fz_newlines(buf, len))
             abort(); /* a whole file at EOF is always consumed */
     } else if (!e.msg[0]) {
         abort(); /* an error must say what is wrong */
