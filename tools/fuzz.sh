@@ -36,7 +36,8 @@ shift $((OPTIND - 1))
 ALL="fuzz_reader_csv fuzz_reader_jsonl fuzz_config fuzz_ckpt fuzz_index fuzz_request"
 TARGETS=${*:-$ALL}
 
-if [ ! -f "$BUILD/build.ninja" ]; then
+# (a tree made by tools/sanitize.sh without -f gets the fuzz targets switched on)
+if [ ! -f "$BUILD/build.ninja" ] || ! grep -q '^MPIREC_FUZZ:BOOL=ON' "$BUILD/CMakeCache.txt"; then
     cmake -S . -B "$BUILD" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DMPIREC_FUZZ=ON -DMPIREC_SANITIZE=ON -DMPIREC_WERROR=ON > /dev/null
 fi

@@ -20,9 +20,10 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 export OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell
 
+mkdir -p "$BUILD"
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMPIREC_NATIVE=OFF \
-    -DMPIREC_WERROR=ON -DBUILD_TESTING=OFF > "$BUILD.configure.log" 2>&1 ||
-    { cat "$BUILD.configure.log"; exit 1; }
+    -DMPIREC_WERROR=ON -DBUILD_TESTING=OFF > "$BUILD/configure.log" 2>&1 ||
+    { cat "$BUILD/configure.log"; exit 1; }
 cmake --build "$BUILD" --target mpirec -- -j "$(nproc)" > "$BUILD/build.log" 2>&1 ||
     { tail -40 "$BUILD/build.log"; exit 1; }
 BIN=$ROOT/$BUILD/mpirec
