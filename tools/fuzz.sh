@@ -29,7 +29,7 @@ while getopts "t:j:b:h" o; do
     t) SECS=$OPTARG ;;
     j) PAR=$OPTARG ;;
     b) BUILD=$OPTARG ;;
-    *) sed -n '2,20p' "$0"; exit 2 ;;
+    *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))

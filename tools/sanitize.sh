@@ -7,9 +7,10 @@
 #      whose error paths are the ones most likely to hide memory errors,
 # with Open MPI's own leaks suppressed (tools/lsan-mpi.supp, toolchain notes
 # section 5) and HDF5's leak on damaged files (tests/fuzz/lsan-hdf5.supp). Any
-# sanitizer report fails the test that produced it.
+# sanitizer report fails the test that produced it. A canary (tools/sanitize/canary.c)
+# first proves that these settings still catch a leak, an overflow and UB of ours.
 #
-# Usage: tools/sanitize.sh [-b BUILD_DIR] [-f] [-q] [extra ctest args]
+# Usage: tools/sanitize.sh [-b BUILD_DIR] [-f] [-q] [-- extra ctest args]
 #   -b DIR  build directory (default build/asan, the `asan` preset's)
 #   -f      also build the libFuzzer targets in the same tree (MPIREC_FUZZ=ON), so
 #           that tools/fuzz.sh -b DIR can reuse it (tools/test.sh does)
@@ -25,7 +26,7 @@ while getopts "b:fqh" o; do
     b) BUILD=$OPTARG ;;
     f) FUZZ=ON ;;
     q) E2E=0 ;;
-    *) sed -n '2,18p' "$0"; exit 2 ;;
+    *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -46,6 +47,28 @@ export LSAN_OPTIONS="suppressions=$ROOT/$BUILD/lsan.supp:fast_unwind_on_malloc=0
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export OMPI_MCA_rmaps_base_oversubscribe=1
+
+# Negative control (tools/sanitize/canary.c): under exactly these settings a leak,
+# an overflow and a signed overflow of our own must still fail, a clean run pass.
+OMPI_CC=clang mpicc -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+    -fno-omit-frame-pointer tools/sanitize/canary.c -o "$BUILD/canary"
+for mode in 0 1 2 3; do
+    rc=0
+    mpirun --oversubscribe -np 2 "$BUILD/canary" "$mode" > "$BUILD/canary.log" 2>&1 || rc=$?
+    want=LeakSanitizer
+    [ "$mode" = 2 ] && want=heap-buffer-overflow
+    [ "$mode" = 3 ] && want="signed integer overflow"
+    if [ "$mode" = 0 ] && [ "$rc" != 0 ]; then
+        echo "sanitize: canary: a clean MPI program fails under these settings (exit $rc):"
+        tail -30 "$BUILD/canary.log"
+        exit 1
+    elif [ "$mode" != 0 ] && { [ "$rc" = 0 ] || ! grep -q "$want" "$BUILD/canary.log"; }; then
+        echo "sanitize: canary: mode $mode (exit $rc) was not reported as $want"
+        tail -30 "$BUILD/canary.log"
+        exit 1
+    fi
+done
+echo "sanitize: canary ok (a leak, a heap overflow and a signed overflow are caught)"
 
 cd "$BUILD"
 tests='^(unit\.|mpi_)'
