@@ -38,7 +38,7 @@
 
 typedef struct Opts {
     int64_t items, queries, exact_queries, nlist;
-    int dim, k, repeats, clusters, quantize;
+    int dim, k, repeats, clusters, quantize, no_ivf;
     double noise, qnoise;
     uint64_t seed;
     char threads[64], targets[64];
@@ -164,7 +164,7 @@ static void usage(void)
             "usage: bench_index [--items N] [--dim D] [--queries Q] [--exact-queries M]\n"
             "                   [--k K] [--threads 1,2] [--repeats R] [--targets 0.9,0.95,0.99]\n"
             "                   [--nlist L] [--clusters C] [--noise S] [--qnoise S] [--quantize]\n"
-            "                   [--seed S] [--dir DIR]\n");
+            "                   [--seed S] [--dir DIR] [--no-ivf]\n");
 }
 
 static int search_ivf(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t np,
@@ -180,12 +180,16 @@ static int search_ivf(const MrIndex *ix, const float *Q, int64_t nq, int k, int6
 
 int main(int argc, char **argv)
 {
-    Opts o = {1000000, 10000, 0, 0, 32, 10, 5, 1000, 0, 0.16, 0.1, 42, "1,2", "0.9,0.95,0.99",
+    Opts o = {1000000, 10000, 0, 0, 32, 10, 5, 1000, 0, 0, 0.16, 0.1, 42, "1,2", "0.9,0.95,0.99",
               NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quantize")) {
             o.quantize = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-ivf")) {
+            o.no_ivf = 1;
             continue;
         }
         if (!v) {
@@ -245,7 +249,7 @@ int main(int argc, char **argv)
     mr_config_defaults(&cfg);
     MrIndexParams p;
     mr_index_params_from_config(&p, &cfg, o.seed);
-    p.kind = MR_INDEX_IVF;
+    p.kind = o.no_ivf ? MR_INDEX_EXACT : MR_INDEX_IVF;
     p.nlist = o.nlist;
     p.nprobe = 1; /* swept below; the build's own nprobe search is not what we time */
     p.quantize = o.quantize;
@@ -261,8 +265,9 @@ int main(int argc, char **argv)
         return 1;
     }
     double build_s = now() - t0;
-    fprintf(stderr, "ivf build: nlist %lld, %.1f s with %d threads\n", (long long)ix.nlist,
-            build_s, maxthr);
+    if (!o.no_ivf)
+        fprintf(stderr, "ivf build: nlist %lld, %.1f s with %d threads\n", (long long)ix.nlist,
+                build_s, maxthr);
 
     size_t m = (size_t)(nq * k);
     int64_t *gt = malloc(m * sizeof *gt), *it = malloc(m * sizeof *it);
@@ -308,7 +313,9 @@ int main(int argc, char **argv)
     double best_rec[8];
     for (int j = 0; j < ntgt; j++)
         best_np[j] = -1;
-    {
+    if (o.no_ivf)
+        ntgt = 0;
+    else {
         int64_t lo = 0, np = 1; /* recall(lo) < every unmet target */
         double rec_lo = 0;
         for (;;) {

@@ -395,8 +395,9 @@ static void test_exact_exclusions(void)
     free(ex);
 }
 
-/* Threads: the same results, bit for bit, with 1 and 2 threads (our scan team
- * and OpenBLAS's threads), for exact and ivf. */
+/* Threads: the same results, bit for bit, with 1 and 2 threads, for exact (both
+ * ways of sharing the work: by queries, and by corpus for a few queries) and ivf,
+ * and the same ivf build. */
 static void test_threads_deterministic(void)
 {
     int64_t n = 6000, nq = 600;
@@ -414,7 +415,14 @@ static void test_threads_deterministic(void)
     float *s1 = malloc(m * 4), *s2 = malloc(m * 4), *t1 = malloc(m * 4), *t2 = malloc(m * 4);
     CU_ASSERT_EQUAL(mr_index_search_exact(&ix, Q, nq, k, NULL, a1, s1, &e), MR_OK);
     CU_ASSERT_EQUAL(mr_index_search(&ix, Q, nq, k, 0, NULL, b1, t1, &e), MR_OK);
+    /* few queries: the threads share the corpus instead of the queries */
+    int64_t f1[50], f2[50];
+    float g1[50], g2[50];
+    CU_ASSERT_EQUAL(mr_index_search_exact(&ix, Q + 17 * d, 5, k, NULL, f1, g1, &e), MR_OK);
     openblas_set_num_threads(2);
+    CU_ASSERT_EQUAL(mr_index_search_exact(&ix, Q + 17 * d, 5, k, NULL, f2, g2, &e), MR_OK);
+    CU_ASSERT(memcmp(f1, f2, sizeof f1) == 0 && memcmp(g1, g2, sizeof g1) == 0);
+    CU_ASSERT_EQUAL(openblas_get_num_threads(), 2); /* the search restored it */
     CU_ASSERT_EQUAL(mr_index_search_exact(&ix, Q, nq, k, NULL, a2, s2, &e), MR_OK);
     CU_ASSERT_EQUAL(mr_index_search(&ix, Q, nq, k, 0, NULL, b2, t2, &e), MR_OK);
     /* a second build with 2 threads is the same index */

@@ -77,6 +77,7 @@ typedef struct MrIndex {
      * dimension-major ([d][MR_INDEX_LANES]) so a SIMD lane scores one item; padding
      * lanes are zero. */
     int64_t *list_blk;      /* [nlist + 1] */
+    float *cent_blk;        /* [ceil(nlist / LANES) x d x LANES] centroids, same layout */
     int64_t nblk;           /* total blocks */
     float *list_emb;        /* [nblk x d x LANES] embeddings (NULL when quantized) */
     uint8_t *codes;         /* [nblk x d x LANES] 8-bit codes of residuals x - centroid (quantize) */

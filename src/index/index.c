@@ -57,6 +57,7 @@ void mr_index_free(MrIndex *ix)
     free(ix->list_off);
     free(ix->list_items);
     free(ix->list_blk);
+    free(ix->cent_blk);
     free(ix->list_emb);
     free(ix->codes);
     free(ix->code_scale);

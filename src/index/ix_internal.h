@@ -141,8 +141,16 @@ typedef struct IxTeam {
 void ix_team_start(IxTeam *t, int nthreads);
 void ix_team_run(IxTeam *t, void (*fn)(void *arg, int tid, int nth), void *arg);
 void ix_team_stop(IxTeam *t);
-/* Threads the index uses: OpenBLAS's count (at least 1). */
+/* Threads the index uses: OpenBLAS's count, at least 1 and at most IX_MAX_THREADS. */
+#define IX_MAX_THREADS 64
 int ix_threads(void);
+/* While a team of more than one thread runs, each of its threads calls sgemm on
+ * its own share with OpenBLAS set to one thread (OpenBLAS's documented way to be
+ * called from several threads): this keeps OpenBLAS's idle workers from spinning
+ * against ours between calls, which on 2 cores made 2 threads slower than 1.
+ * begin returns the previous setting; end restores it. */
+int ix_blas_single_begin(int team);
+void ix_blas_single_end(int team, int prev);
 double ix_now(void);
 
 /* ---- checksums ---------------------------------------------------------------------

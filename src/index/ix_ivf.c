@@ -92,11 +92,17 @@ static void augment(const float *x, int d, double M2, float *out)
 /* ---- assignment (shared by Lloyd and the final pass) ----------------------------- */
 
 typedef struct AssignCtx {
-    const float *S;   /* [pb x L] dots */
+    const float *X;   /* [m x Da] augmented points, or NULL: augment emb on the fly */
+    const float *emb; /* [m x D] */
+    int d;
+    double M2;
+    int64_t m, pb, L;
+    const float *C;   /* [L x Da] */
     const float *cn;  /* [L] |c|^2 */
-    int64_t pb, L;
-    int64_t *a;       /* [pb] nearest centroid */
-    float *dist;      /* [pb] |c|^2 - 2 x.c of it (|x'|^2 = M^2 left out) */
+    float **S;        /* [threads] -> [pb x L] dots */
+    float **Xb;       /* [threads] -> [pb x Da] augmented block (X == NULL) */
+    int64_t *a;       /* [m] nearest centroid */
+    float *dist;      /* [m] |c|^2 - 2 x.c of it (|x'|^2 = M^2 left out) */
 } AssignCtx;
 
 /* min over j of cn[j] - 2 s[j], and the first j reaching it. 2 s is exact, so
@@ -125,11 +131,24 @@ static int64_t argmin_dist(const float *cn, const float *s, int64_t L, float *be
     return 0;
 }
 
-static void assign_rows(void *arg, int tid, int nth)
+/* Thread tid takes blocks tid, tid + nth, ... of a fixed grid of pb points, each
+ * one sgemm (OpenBLAS single-threaded here) + argmin: the same call shapes for
+ * any thread count, hence the same assignment. */
+static void assign_blocks(void *arg, int tid, int nth)
 {
     AssignCtx *c = arg;
-    for (int64_t r = c->pb * tid / nth; r < c->pb * (tid + 1) / nth; r++)
-        c->a[r] = argmin_dist(c->cn, c->S + r * c->L, c->L, &c->dist[r]);
+    int Da = c->d + 1;
+    for (int64_t p0 = (int64_t)tid * c->pb; p0 < c->m; p0 += (int64_t)nth * c->pb) {
+        int64_t nb = c->m - p0 < c->pb ? c->m - p0 : c->pb;
+        const float *A = c->X ? c->X + p0 * Da : c->Xb[tid];
+        if (!c->X)
+            for (int64_t r = 0; r < nb; r++)
+                augment(c->emb + (p0 + r) * c->d, c->d, c->M2, c->Xb[tid] + r * Da);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)c->L, Da, 1.0f, A, Da,
+                    c->C, Da, 0.0f, c->S[tid], (int)c->L);
+        for (int64_t r = 0; r < nb; r++)
+            c->a[p0 + r] = argmin_dist(c->cn, c->S[tid] + r * c->L, c->L, &c->dist[p0 + r]);
+    }
 }
 
 /* Assign m augmented points (rows of X [m x Da], or, when X is NULL, the items
@@ -138,17 +157,20 @@ static int assign_all(const float *X, const float *emb, int d, double M2, int64_
                       const float *C, int64_t L, int64_t *a, float *dist, IxTeam *team,
                       MrErr *e)
 {
-    int Da = d + 1;
+    int Da = d + 1, nth = team->n, rc = MR_OK;
     int64_t pb = (1 << 20) / L;
     pb = pb < 16 ? 16 : pb > 4096 ? 4096 : pb;
-    float *S = malloc((size_t)(pb * L) * sizeof *S);
+    float *S[IX_MAX_THREADS] = {0}, *Xb[IX_MAX_THREADS] = {0}; /* team.n <= IX_MAX_THREADS */
     float *cn = malloc((size_t)L * sizeof *cn);
-    float *Xb = X ? NULL : malloc((size_t)(pb * Da) * sizeof *Xb);
-    if (!S || !cn || (!X && !Xb)) {
-        free(S);
-        free(cn);
-        free(Xb);
-        return mr_err_set(e, MR_ENOMEM, "ivf build: no memory for the assignment buffers");
+    for (int t = 0; t < nth; t++) {
+        S[t] = malloc((size_t)(pb * L) * sizeof *S[t]);
+        Xb[t] = X ? NULL : malloc((size_t)(pb * Da) * sizeof *Xb[t]);
+        if (!S[t] || (!X && !Xb[t]))
+            rc = MR_ENOMEM;
+    }
+    if (!cn || rc) {
+        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for the assignment buffers");
+        goto out;
     }
     for (int64_t j = 0; j < L; j++) {
         double s = 0;
@@ -156,25 +178,17 @@ static int assign_all(const float *X, const float *emb, int d, double M2, int64_
             s += (double)C[j * Da + t] * C[j * Da + t];
         cn[j] = (float)s;
     }
-    for (int64_t p0 = 0; p0 < m; p0 += pb) {
-        int64_t nb = m - p0 < pb ? m - p0 : pb;
-        const float *A;
-        if (X) {
-            A = X + p0 * Da;
-        } else {
-            for (int64_t r = 0; r < nb; r++)
-                augment(emb + (p0 + r) * d, d, M2, Xb + r * Da);
-            A = Xb;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)L, Da, 1.0f, A, Da, C,
-                    Da, 0.0f, S, (int)L);
-        AssignCtx c = {S, cn, nb, L, a + p0, dist + p0};
-        ix_team_run(team, assign_rows, &c);
+    AssignCtx c = {X, emb, d, M2, m, pb, L, C, cn, S, Xb, a, dist};
+    int prev = ix_blas_single_begin(team->n);
+    ix_team_run(team, assign_blocks, &c);
+    ix_blas_single_end(team->n, prev);
+out:
+    for (int t = 0; t < nth; t++) {
+        free(S[t]);
+        free(Xb[t]);
     }
-    free(S);
     free(cn);
-    free(Xb);
-    return MR_OK;
+    return rc;
 }
 
 /* ---- k-means ------------------------------------------------------------------- */
@@ -474,8 +488,14 @@ int ix_ivf_layout(MrIndex *ix, const uint8_t *codes_flat, MrErr *e)
     int64_t L = ix->nlist;
     int d = ix->d;
     ix->list_blk = malloc((size_t)(L + 1) * sizeof *ix->list_blk);
-    if (!ix->list_blk)
+    int64_t cb = (L + IX_LANES - 1) / IX_LANES;
+    ix->cent_blk = calloc((size_t)(cb * d * IX_LANES), sizeof *ix->cent_blk);
+    if (!ix->list_blk || !ix->cent_blk)
         return mr_err_set(e, MR_ENOMEM, "ivf: no memory for the list layout");
+    for (int64_t j = 0; j < L; j++)
+        for (int t = 0; t < d; t++)
+            ix->cent_blk[((j / IX_LANES) * d + t) * IX_LANES + j % IX_LANES] =
+                ix->centroids[j * d + t];
     ix->list_blk[0] = 0;
     for (int64_t j = 0; j < L; j++) {
         int64_t sz = ix->list_off[j + 1] - ix->list_off[j];
@@ -527,20 +547,6 @@ uint8_t *ix_ivf_codes_flat(const MrIndex *ix)
 }
 
 /* ---- search ------------------------------------------------------------------------ */
-
-/* Probe score of every list for query q, whose centroid dots are s [L]. */
-static void probe_scores(const MrIndex *ix, const float *q, const float *s, float *ps)
-{
-    double qn = 0;
-    for (int t = 0; t < ix->d; t++)
-        qn += (double)q[t] * q[t];
-    qn = sqrt(qn);
-    /* q' = M q / |q|: scaling q does not change the item order, but it fixes the
-     * balance between q.c~ and the bias; a zero or non-finite q gets scale 1. */
-    float alpha = qn > 0 && isfinite(qn) ? (float)(ix->aug_norm / qn) : 1.0f;
-    for (int64_t j = 0; j < ix->nlist; j++)
-        ps[j] = alpha * s[j] + ix->probe_bias[j];
-}
 
 /* 16 items' dot products with q, block layout [D][16]. Every lane is one fused
  * multiply-add chain over t = 0 .. D-1, the same operations as ix_dot. */
@@ -610,12 +616,34 @@ static inline void kern_u8(const float *qs, const uint8_t *blk, int d, float bas
 #endif
 }
 
+/* Probe score of every list for query q: dots [L rounded up to LANES] gets
+ * q . c~ of every centroid (the blocked kernel, so the values do not depend on
+ * which other queries are searched with q), ps [L] the probe scores. */
+static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *ps)
+{
+    int d = ix->d;
+    int64_t L = ix->nlist;
+    double qn = 0;
+    for (int t = 0; t < d; t++)
+        qn += (double)q[t] * q[t];
+    qn = sqrt(qn);
+    for (int64_t b = 0; b * IX_LANES < L; b++)
+        kern_f32(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
+    /* q' = M q / |q|: scaling q does not change the item order, but it fixes the
+     * balance between q.c~ and the bias; a zero or non-finite q gets scale 1. */
+    float alpha = qn > 0 && isfinite(qn) ? (float)(ix->aug_norm / qn) : 1.0f;
+    for (int64_t j = 0; j < L; j++)
+        ps[j] = alpha * dots[j] + ix->probe_bias[j];
+}
+
 /* Per-thread buffers of the search; qmax = the most queries one thread takes from
  * a block. */
 typedef struct IvfScratch {
-    float *ps;       /* [L] probe scores of one query */
+    float *dots;     /* [L rounded up to LANES] q . c~ of one query */
+    float *ps;       /* [L] its probe scores */
     uint32_t *key;   /* [L] sortable keys of the probe scores */
     int64_t *probe;  /* [qmax x nprobe] lists each query probes (list order) */
+    float *pdot;     /* [qmax x nprobe] q . c~ of those lists */
     int64_t *nprb;   /* [qmax] how many */
     IxHeap *heaps;   /* [qmax] candidate heaps (k, or rescore when quantized) */
     float *hs;       /* [qmax x cap] */
@@ -626,12 +654,12 @@ typedef struct IvfScratch {
     float *qoff;     /* [qmax] q . code_offset (quantized) */
     int64_t *icnt;   /* [L + 1] inverted: offsets of each list's queries */
     int64_t *iq;     /* [qmax x nprobe] inverted: queries by list */
+    float *idot;     /* [qmax x nprobe] inverted: their q . c~ */
 } IvfScratch;
 
 typedef struct IvfCtx {
     const MrIndex *ix;
     const float *Q;     /* this block's queries [qb x D] */
-    const float *S;     /* [qb x L] centroid dots */
     int64_t q0, qb;
     int64_t nprobe;
     int k;              /* requested (row stride of the outputs) */
@@ -717,13 +745,17 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, uint32_t *key, i
     return n;
 }
 
-/* The lists query r probes: the nprobe best probe scores (ties: lower list). */
-static void select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe,
-                          int64_t *np)
+/* The lists query r probes: the nprobe best probe scores (ties: lower list),
+ * with their q . c~. */
+static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe,
+                             float *pdot)
 {
     const MrIndex *ix = c->ix;
-    probe_scores(ix, c->Q + r * ix->d, c->S + r * ix->nlist, w->ps);
-    *np = select_top(w->ps, ix->nlist, c->nprobe, w->key, probe);
+    probe_scores(ix, c->Q + r * ix->d, w->dots, w->ps);
+    int64_t np = select_top(w->ps, ix->nlist, c->nprobe, w->key, probe);
+    for (int64_t p = 0; p < np; p++)
+        pdot[p] = w->dots[probe[p]];
+    return np;
 }
 
 /* One thread's share of a query block, scanned list-major: each block of a list
@@ -744,7 +776,7 @@ static void search_share(void *arg, int tid, int nth)
         w->icnt[j] = 0;
     for (int64_t r = lo; r < hi; r++) {
         int64_t a = r - lo;
-        select_probes(c, w, r, w->probe + a * c->nprobe, &w->nprb[a]);
+        w->nprb[a] = select_probes(c, w, r, w->probe + a * c->nprobe, w->pdot + a * c->nprobe);
         for (int64_t p = 0; p < w->nprb[a]; p++)
             w->icnt[w->probe[a * c->nprobe + p] + 1]++;
         w->heaps[a] = (IxHeap){w->hs + a * c->cap, w->hi + a * c->cap, 0, c->cap};
@@ -761,8 +793,11 @@ static void search_share(void *arg, int tid, int nth)
     for (int64_t j = 0; j < L; j++)
         w->icnt[j + 1] += w->icnt[j];
     for (int64_t a = 0; a < m; a++)
-        for (int64_t p = 0; p < w->nprb[a]; p++)
-            w->iq[w->icnt[w->probe[a * c->nprobe + p]]++] = a;
+        for (int64_t p = 0; p < w->nprb[a]; p++) {
+            int64_t at = w->icnt[w->probe[a * c->nprobe + p]]++;
+            w->iq[at] = a;
+            w->idot[at] = w->pdot[a * c->nprobe + p];
+        }
     /* icnt[l] now ends list l's run: list l's queries are iq[icnt[l-1] .. icnt[l]) */
     float sc[IX_LANES];
     for (int64_t l = 0; l < L; l++) {
@@ -779,8 +814,7 @@ static void search_share(void *arg, int tid, int nth)
                 int64_t a = w->iq[j], qg = c->q0 + lo + a;
                 IxHeap *h = &w->heaps[a];
                 if (ix->p.quantize)
-                    kern_u8(w->qs + a * d, ix->codes + off, d,
-                            c->S[(lo + a) * L + l] + w->qoff[a], sc);
+                    kern_u8(w->qs + a * d, ix->codes + off, d, w->idot[j] + w->qoff[a], sc);
                 else
                     kern_f32(c->Q + (lo + a) * d, ix->list_emb + off, d, sc);
                 float thr = ix_heap_thr(h);
@@ -816,6 +850,9 @@ static void search_share(void *arg, int tid, int nth)
 
 static void scratch_free(IvfScratch *w)
 {
+    free(w->dots);
+    free(w->pdot);
+    free(w->idot);
     free(w->ps);
     free(w->key);
     free(w->probe);
@@ -848,27 +885,28 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         cap = cap < kk ? kk : cap > n ? n : cap;
     }
     /* Query block: big enough that a list is probed by many queries of a thread's
-     * share (reuse), small enough that the centroid scores stay ~16 MiB. */
-    int64_t qbmax = ((int64_t)1 << 22) / L;
-    qbmax = qbmax < 64 ? 64 : qbmax > 1024 ? 1024 : qbmax;
-    if (qbmax > nq)
-        qbmax = nq;
+     * share (reuse of the list data from cache), small enough that the per-query
+     * probe lists stay within a few MiB per thread. */
     int nth = nq > 1 ? nthreads : 1;
-    if (nth > qbmax)
-        nth = (int)qbmax;
     IxTeam team;
     ix_team_start(&team, nth);
     nth = team.n; /* fewer if a helper could not start: shares are sized from this */
-    int64_t qmax = (qbmax + nth - 1) / nth;
-    float *S = malloc((size_t)(qbmax * L) * sizeof *S);
+    int64_t qmax = ((int64_t)1 << 19) / nprobe;
+    qmax = qmax < 16 ? 16 : qmax > 1024 ? 1024 : qmax;
+    int64_t qbmax = qmax * nth < nq ? qmax * nth : nq;
+    qmax = (qbmax + nth - 1) / nth;
+    int64_t Lr = (L + IX_LANES - 1) / IX_LANES * IX_LANES;
     IvfScratch *scr = calloc((size_t)nth, sizeof *scr);
     int rc = MR_OK;
-    if (!S || !scr) {
-        rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for the centroid scores");
+    if (!scr) {
+        rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
         goto out;
     }
     for (int t = 0; t < nth; t++) {
         IvfScratch *w = &scr[t];
+        w->dots = malloc((size_t)Lr * sizeof *w->dots);
+        w->pdot = malloc((size_t)(qmax * nprobe) * sizeof *w->pdot);
+        w->idot = malloc((size_t)(qmax * nprobe) * sizeof *w->idot);
         w->ps = malloc((size_t)L * sizeof *w->ps);
         w->key = malloc((size_t)L * sizeof *w->key);
         w->probe = malloc((size_t)(qmax * nprobe) * sizeof *w->probe);
@@ -882,7 +920,7 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->qoff = malloc((size_t)qmax * sizeof *w->qoff);
         w->icnt = malloc((size_t)(L + 1) * sizeof *w->icnt);
         w->iq = malloc((size_t)(qmax * nprobe) * sizeof *w->iq);
-        if (!w->ps || !w->key || !w->probe || !w->nprb || !w->heaps || !w->hs || !w->hi ||
+        if (!w->dots || !w->pdot || !w->idot || !w->ps || !w->key || !w->probe || !w->nprb || !w->heaps || !w->hs || !w->hi ||
             !w->fs || !w->fi || !w->qs || !w->qoff || !w->icnt || !w->iq) {
             rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
             goto out;
@@ -890,9 +928,7 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
     }
     for (int64_t q0 = 0; q0 < nq; q0 += qbmax) {
         int64_t qb = nq - q0 < qbmax ? nq - q0 : qbmax;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)qb, (int)L, d, 1.0f,
-                    Q + q0 * d, d, ix->centroids, d, 0.0f, S, (int)L);
-        IvfCtx c = {ix, Q + q0 * d, S, q0, qb, nprobe, k, kk, cap, ex, out_items, out_scores, scr};
+        IvfCtx c = {ix, Q + q0 * d, q0, qb, nprobe, k, kk, cap, ex, out_items, out_scores, scr};
         ix_team_run(&team, search_share, &c);
     }
 out:
@@ -901,7 +937,6 @@ out:
         for (int t = 0; t < nth; t++)
             scratch_free(&scr[t]);
     free(scr);
-    free(S);
     return rc;
 }
 
@@ -910,11 +945,12 @@ int ix_ivf_list_ranks(const MrIndex *ix, const float *Q, int64_t nq, const int64
 {
     int64_t L = ix->nlist, n = ix->n;
     int d = ix->d;
+    int64_t Lr = (L + IX_LANES - 1) / IX_LANES * IX_LANES;
     int64_t *list_of = malloc((size_t)n * sizeof *list_of);
-    float *S = malloc((size_t)L * sizeof *S), *ps = malloc((size_t)L * sizeof *ps);
-    if (!list_of || !S || !ps) {
+    float *dots = malloc((size_t)Lr * sizeof *dots), *ps = malloc((size_t)L * sizeof *ps);
+    if (!list_of || !dots || !ps) {
         free(list_of);
-        free(S);
+        free(dots);
         free(ps);
         return mr_err_set(e, MR_ENOMEM, "ivf: no memory for list ranks");
     }
@@ -922,11 +958,8 @@ int ix_ivf_list_ranks(const MrIndex *ix, const float *Q, int64_t nq, const int64
         for (int64_t p = ix->list_off[j]; p < ix->list_off[j + 1]; p++)
             list_of[ix->list_items[p]] = j;
     for (int64_t q = 0; q < nq; q++) {
-        /* The same centroid dots as the search: sgemm of one row against the
-         * centroids (a block of one query gives the same values per element). */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, (int)L, d, 1.0f, Q + q * d, d,
-                    ix->centroids, d, 0.0f, S, (int)L);
-        probe_scores(ix, Q + q * d, S, ps);
+        /* exactly the probe scores the search computes for this query */
+        probe_scores(ix, Q + q * d, dots, ps);
         for (int w = 0; w < kw; w++) {
             int64_t it = want[q * kw + w];
             if (it < 0 || it >= n) {
@@ -940,7 +973,7 @@ int ix_ivf_list_ranks(const MrIndex *ix, const float *Q, int64_t nq, const int64
         }
     }
     free(list_of);
-    free(S);
+    free(dots);
     free(ps);
     return MR_OK;
 }

@@ -240,10 +240,24 @@ void ix_team_stop(IxTeam *t)
     t->n = 1;
 }
 
+int ix_blas_single_begin(int team)
+{
+    int prev = openblas_get_num_threads();
+    if (team > 1 && prev > 1)
+        openblas_set_num_threads(1);
+    return prev;
+}
+
+void ix_blas_single_end(int team, int prev)
+{
+    if (team > 1 && prev > 1)
+        openblas_set_num_threads(prev);
+}
+
 int ix_threads(void)
 {
     int n = openblas_get_num_threads();
-    return n < 1 ? 1 : n;
+    return n < 1 ? 1 : n > IX_MAX_THREADS ? IX_MAX_THREADS : n;
 }
 
 double ix_now(void)
