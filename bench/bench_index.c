@@ -102,8 +102,9 @@ static int write_npy(const char *dir, const char *name, const char *descr, const
 {
     char path[4096], hdr[256];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    int hl = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }",
-                      descr, (long long)rows, (long long)cols);
+    int hl = snprintf(hdr, sizeof hdr,
+                      "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }", descr,
+                      (long long)rows, (long long)cols);
     int total = 10 + hl + 1;
     int pad = (64 - total % 64) % 64;
     FILE *f = fopen(path, "wb");
@@ -167,8 +168,8 @@ static void usage(void)
             "                   [--seed S] [--dir DIR] [--no-ivf]\n");
 }
 
-static int search_ivf(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t np,
-                      int64_t *it, float *sc)
+static int search_ivf(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t np, int64_t *it,
+                      float *sc)
 {
     MrErr e;
     if (mr_index_search(ix, Q, nq, k, np, NULL, it, sc, &e) != MR_OK) {
@@ -180,8 +181,8 @@ static int search_ivf(const MrIndex *ix, const float *Q, int64_t nq, int k, int6
 
 int main(int argc, char **argv)
 {
-    Opts o = {1000000, 10000, 0, 0, 32, 10, 5, 1000, 0, 0, 0.16, 0.1, 42, "1,2", "0.9,0.95,0.99",
-              NULL};
+    Opts o = {1000000, 10000,           0,   0, 32, 10, 5, 1000, 0, 0, 0.16, 0.1, 42,
+              "1,2",   "0.9,0.95,0.99", NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quantize")) {
@@ -303,7 +304,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    printf("{\"impl\": \"mpirec\", \"kind\": \"build\", \"items\": %lld, \"dim\": %d, \"nlist\": %lld, "
+    printf("{\"impl\": \"mpirec\", \"kind\": \"build\", \"items\": %lld, \"dim\": %d, \"nlist\": "
+           "%lld, "
            "\"quantize\": %d, \"seconds\": %.2f, \"threads\": %d}\n",
            (long long)o.items, d, (long long)ix.nlist, o.quantize, build_s, maxthr);
 
@@ -386,14 +388,15 @@ int main(int argc, char **argv)
                 runs[r] = (double)nq / (now() - t0);
             }
             double qi = median(runs, o.repeats);
-            fprintf(stderr, "  ivf%s recall@%d >= %.2f: nprobe %lld (recall %.4f) %.0f QPS = %.1fx exact\n",
+            fprintf(stderr,
+                    "  ivf%s recall@%d >= %.2f: nprobe %lld (recall %.4f) %.0f QPS = %.1fx exact\n",
                     o.quantize ? "+sq8" : "", k, tgt[j], (long long)best_np[j], best_rec[j], qi,
                     qi / qe);
             printf("{\"impl\": \"mpirec\", \"kind\": \"ivf\", \"quantize\": %d, \"items\": %lld, "
                    "\"threads\": %d, \"target\": %.3f, \"nprobe\": %lld, \"nlist\": %lld, "
                    "\"recall\": %.4f, \"qps\": %.1f, \"speedup_vs_exact\": %.2f}\n",
-                   o.quantize, (long long)o.items, th, tgt[j], (long long)best_np[j],
-                   (long long)L, best_rec[j], qi, qi / qe);
+                   o.quantize, (long long)o.items, th, tgt[j], (long long)best_np[j], (long long)L,
+                   best_rec[j], qi, qi / qe);
         }
         fflush(stdout);
     }

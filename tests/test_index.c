@@ -31,7 +31,10 @@
 
 /* ---- data ---------------------------------------------------------------------- */
 
-static double unif(uint64_t seed, uint64_t i) { return mr_hash_unit(mr_mix(seed, i)); }
+static double unif(uint64_t seed, uint64_t i)
+{
+    return mr_hash_unit(mr_mix(seed, i));
+}
 
 static double gauss(uint64_t seed, uint64_t i)
 {
@@ -71,8 +74,7 @@ typedef struct Planted {
     int *q_cluster;     /* [nq] */
 } Planted;
 
-static void planted_make(Planted *p, int64_t n, int64_t nq, int d, int nc, int heavy,
-                         uint64_t seed)
+static void planted_make(Planted *p, int64_t n, int64_t nq, int d, int nc, int heavy, uint64_t seed)
 {
     p->n = n;
     p->nq = nq;
@@ -212,8 +214,8 @@ static MrIndexParams params(MrIndexKind kind)
 }
 
 /* Count of differences between an index result and the exact reference. */
-static int64_t mismatches(const int64_t *it, const float *sc, const int64_t *rit,
-                          const double *rsc, int64_t m)
+static int64_t mismatches(const int64_t *it, const float *sc, const int64_t *rit, const double *rsc,
+                          int64_t m)
 {
     int64_t bad = 0;
     for (int64_t j = 0; j < m; j++) {
@@ -252,7 +254,8 @@ static void test_exact_ties(void)
     MrIndex ix;
     MrErr e;
     CU_ASSERT_EQUAL_FATAL(mr_index_build(&ix, &p, X, n, d, NULL, NULL, Q, 20, 10, &e), MR_OK);
-    int64_t *it = malloc((size_t)(nq * k) * sizeof *it), *rit = malloc((size_t)(nq * k) * sizeof *rit);
+    int64_t *it = malloc((size_t)(nq * k) * sizeof *it),
+            *rit = malloc((size_t)(nq * k) * sizeof *rit);
     float *sc = malloc((size_t)(nq * k) * sizeof *sc);
     double *rsc = malloc((size_t)(nq * k) * sizeof *rsc);
     CU_ASSERT_EQUAL(mr_index_search(&ix, Q, nq, k, 0, NULL, it, sc, &e), MR_OK);
@@ -603,8 +606,7 @@ static void test_ivf_planted(void)
         p.quantize = quant;
         MrIndex ix;
         MrErr e;
-        CU_ASSERT_EQUAL_FATAL(mr_index_build(&ix, &p, P.X, n, d, NULL, NULL, Qs, ns, k, &e),
-                              MR_OK);
+        CU_ASSERT_EQUAL_FATAL(mr_index_build(&ix, &p, P.X, n, d, NULL, NULL, Qs, ns, k, &e), MR_OK);
         CU_ASSERT_EQUAL(ix.nlist, (int64_t)llround(4 * sqrt((double)n)));
         CU_ASSERT(ix.stats.recall >= 0.95);
         CU_ASSERT(ix.stats.nprobe >= 1 && ix.stats.nprobe < ix.nlist / 4);
@@ -614,8 +616,9 @@ static void test_ivf_planted(void)
         CU_ASSERT_EQUAL(mr_index_search(&ix, Qh, nh, k, 0, NULL, it, sc, &e), MR_OK);
         naive_topk(P.X, n, d, Qh, nh, k, NULL, rit, rsc);
         double rec = recall_vs(rit, k, it, k, nh, k);
-        fprintf(stderr, "  planted quantize=%d: nlist %lld nprobe %lld build recall %.4f "
-                        "held-out recall %.4f\n",
+        fprintf(stderr,
+                "  planted quantize=%d: nlist %lld nprobe %lld build recall %.4f "
+                "held-out recall %.4f\n",
                 quant, (long long)ix.nlist, (long long)ix.stats.nprobe, ix.stats.recall, rec);
         CU_ASSERT(rec >= 0.95);
         /* heavy items */
@@ -666,9 +669,10 @@ static void test_ivf_planted(void)
             cos_probe_miss += crank >= ix.stats.nprobe;
         }
         free(list_of);
-        fprintf(stderr, "  heavy: %lld queries with a heavy top-1, %lld found at rank 1, "
-                        "at least %lld items ahead by cosine; a cosine probe at the same "
-                        "nprobe misses its list for %lld\n",
+        fprintf(stderr,
+                "  heavy: %lld queries with a heavy top-1, %lld found at rank 1, "
+                "at least %lld items ahead by cosine; a cosine probe at the same "
+                "nprobe misses its list for %lld\n",
                 (long long)heavy_top, (long long)found, (long long)min_cos_rank,
                 (long long)cos_probe_miss);
         CU_ASSERT(heavy_top >= 20);
@@ -708,8 +712,8 @@ static void test_ivf_quantized_codes(void)
             int64_t item = ix.list_items[pos];
             for (int t = 0; t < d; t++) {
                 uint8_t c = ix.codes[(b * d + t) * MR_INDEX_LANES + lane];
-                double rec = ix.centroids[l * d + t] + ix.code_offset[t] +
-                             (double)ix.code_scale[t] * c;
+                double rec =
+                    ix.centroids[l * d + t] + ix.code_offset[t] + (double)ix.code_scale[t] * c;
                 double err = fabs(rec - P.X[item * d + t]) / (ix.code_scale[t] + 1e-30);
                 worst = err > worst ? err : worst;
             }
@@ -830,9 +834,9 @@ static int index_equal(const MrIndex *a, const MrIndex *b)
            p->rescore == q->rescore && p->seed == q->seed && s->k == t->k &&
            s->queries == t->queries && s->recall == t->recall && s->qps_exact == t->qps_exact &&
            s->qps == t->qps && s->nprobe == t->nprobe && s->threads == t->threads &&
-           a->aug_norm == b->aug_norm &&
-           a->model_hash == b->model_hash && strcmp(a->source, b->source) == 0 &&
-           a->source_step == b->source_step && SAME(a->emb, b->emb, (size_t)(a->n * d) * 4) &&
+           a->aug_norm == b->aug_norm && a->model_hash == b->model_hash &&
+           strcmp(a->source, b->source) == 0 && a->source_step == b->source_step &&
+           SAME(a->emb, b->emb, (size_t)(a->n * d) * 4) &&
            SAME(a->ids_off, b->ids_off, (size_t)(a->n + 1) * 8) &&
            SAME(a->ids, b->ids, (size_t)a->ids_off[a->n]) &&
            SAME(a->id_order, b->id_order, (size_t)a->n * 8) &&
@@ -1191,8 +1195,9 @@ static void test_ml100k_recall(void)
         CU_ASSERT_EQUAL_FATAL(mr_index_build(&ix, &p, Itm, ni, d, NULL, NULL, S, ns, k, &e), MR_OK);
         CU_ASSERT_EQUAL(mr_index_search(&ix, H, nh, k, 0, NULL, it, sc, &e), MR_OK);
         double rec = recall_vs(rit, k, it, k, nh, k);
-        fprintf(stderr, "  ml100k quantize=%d: %lld items, nlist %lld, nprobe %lld, build recall "
-                        "%.4f, held-out recall %.4f (%lld users), qps %.0f vs exact %.0f\n",
+        fprintf(stderr,
+                "  ml100k quantize=%d: %lld items, nlist %lld, nprobe %lld, build recall "
+                "%.4f, held-out recall %.4f (%lld users), qps %.0f vs exact %.0f\n",
                 quant, (long long)ni, (long long)ix.nlist, (long long)ix.stats.nprobe,
                 ix.stats.recall, rec, (long long)nh, ix.stats.qps, ix.stats.qps_exact);
         CU_ASSERT(ix.stats.recall >= 0.95);

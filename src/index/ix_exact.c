@@ -32,10 +32,10 @@
 #define CB 1024
 
 typedef struct ExactScr {
-    float *S;       /* [QB x CB] scores of one block pair */
-    float *hs;      /* [QB x kk] heaps */
+    float *S;  /* [QB x CB] scores of one block pair */
+    float *hs; /* [QB x kk] heaps */
     int64_t *hi;
-    IxHeap *heaps;  /* [QB] */
+    IxHeap *heaps; /* [QB] */
 } ExactScr;
 
 typedef struct ExactCtx {
@@ -44,8 +44,8 @@ typedef struct ExactCtx {
     int d;
     const float *Q;
     int64_t nq;
-    int k;           /* row stride of the outputs */
-    int64_t kk;      /* k clamped to n */
+    int k;      /* row stride of the outputs */
+    int64_t kk; /* k clamped to n */
     const IxExcl *ex;
     int64_t *out_items;
     float *out_scores;
@@ -62,8 +62,7 @@ static inline void offer(IxHeap *h, float v, int64_t it, const IxExcl *ex, int64
     }
 }
 
-static void scan_row(const float *s, int64_t cb, int64_t c0, IxHeap *h, const IxExcl *ex,
-                     int64_t q)
+static void scan_row(const float *s, int64_t cb, int64_t c0, IxHeap *h, const IxExcl *ex, int64_t q)
 {
     float thr = ix_heap_thr(h);
     int64_t j = 0;
@@ -136,8 +135,7 @@ static void exact_worker(void *arg, int tid, int nth)
 }
 
 int ix_exact_search(const float *emb, int64_t n, int d, const float *Q, int64_t nq, int k,
-                    const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads,
-                    MrErr *e)
+                    const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads, MrErr *e)
 {
     int64_t kk = k < n ? k : n; /* k beyond the corpus: clamped, the rest is -1 */
     int nth = nthreads < 1 ? 1 : nthreads;
@@ -160,8 +158,8 @@ int ix_exact_search(const float *emb, int64_t n, int d, const float *Q, int64_t 
             rc = MR_ENOMEM;
     }
     if (!scr || rc) {
-        rc = mr_err_set(e, MR_ENOMEM, "exact search: no memory for %d score blocks of %d x %d",
-                        nth, QB, CB);
+        rc = mr_err_set(e, MR_ENOMEM, "exact search: no memory for %d score blocks of %d x %d", nth,
+                        QB, CB);
         goto out;
     }
     ExactCtx c = {emb, n, d, Q, nq, k, kk, ex, out_items, out_scores, split && nth > 1, scr};

@@ -47,7 +47,8 @@ static inline unsigned ix_mask16_ge(const float *s, float thr)
 #elif defined(__AVX2__)
     __m256 t = _mm256_set1_ps(thr);
     unsigned lo = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s), t, _CMP_GE_OQ));
-    unsigned hi = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 8), t, _CMP_GE_OQ));
+    unsigned hi =
+        (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 8), t, _CMP_GE_OQ));
     return lo | hi << 8;
 #else
     unsigned m = 0;
@@ -166,8 +167,7 @@ int ix_exact_search(const float *emb, int64_t n, int d, const float *Q, int64_t 
                     const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads,
                     MrErr *e);
 int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t nprobe,
-                  const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads,
-                  MrErr *e);
+                  const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads, MrErr *e);
 /* k-means + lists + codes into ix (ix->n, d, emb, p already set). */
 int ix_ivf_train(MrIndex *ix, MrErr *e);
 /* Derived search layout (list_blk, list_emb or codes) from the stored arrays;

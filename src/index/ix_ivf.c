@@ -44,10 +44,9 @@
 #include "mpirec/hash.h"
 
 #define TRAIN_PER_LIST 64
-#define INIT_PER_LIST 16
-#define TAG_TRAIN 0x6976667472ULL /* "ivftr": training sample */
-#define TAG_INIT 0x697666696eULL  /* "ivfin": k-means++ */
-#define QB 256                    /* queries per centroid sgemm */
+#define INIT_PER_LIST  16
+#define TAG_TRAIN      0x6976667472ULL /* "ivftr": training sample */
+#define TAG_INIT       0x697666696eULL /* "ivfin": k-means++ */
 
 /* A hash-driven uniform integer in [0, m) (m < 2^32 here, bias < 2^-32). */
 static int64_t rand_below(uint64_t base, uint64_t ctr, int64_t m)
@@ -97,12 +96,12 @@ typedef struct AssignCtx {
     int d;
     double M2;
     int64_t m, pb, L;
-    const float *C;   /* [L x Da] */
-    const float *cn;  /* [L] |c|^2 */
-    float **S;        /* [threads] -> [pb x L] dots */
-    float **Xb;       /* [threads] -> [pb x Da] augmented block (X == NULL) */
-    int64_t *a;       /* [m] nearest centroid */
-    float *dist;      /* [m] |c|^2 - 2 x.c of it (|x'|^2 = M^2 left out) */
+    const float *C;  /* [L x Da] */
+    const float *cn; /* [L] |c|^2 */
+    float **S;       /* [threads] -> [pb x L] dots */
+    float **Xb;      /* [threads] -> [pb x Da] augmented block (X == NULL) */
+    int64_t *a;      /* [m] nearest centroid */
+    float *dist;     /* [m] |c|^2 - 2 x.c of it (|x'|^2 = M^2 left out) */
 } AssignCtx;
 
 /* min over j of cn[j] - 2 s[j], and the first j reaching it. 2 s is exact, so
@@ -116,8 +115,8 @@ static int64_t argmin_dist(const float *cn, const float *s, int64_t L, float *be
 #if defined(__AVX512F__)
     __m512 vm = _mm512_set1_ps(INFINITY), two = _mm512_set1_ps(2.0f);
     for (; j + 16 <= L; j += 16)
-        vm = _mm512_min_ps(vm, _mm512_fnmadd_ps(two, _mm512_loadu_ps(s + j),
-                                                 _mm512_loadu_ps(cn + j)));
+        vm = _mm512_min_ps(vm,
+                           _mm512_fnmadd_ps(two, _mm512_loadu_ps(s + j), _mm512_loadu_ps(cn + j)));
     m = _mm512_reduce_min_ps(vm);
 #endif
     for (; j < L; j++) {
@@ -153,9 +152,8 @@ static void assign_blocks(void *arg, int tid, int nth)
 
 /* Assign m augmented points (rows of X [m x Da], or, when X is NULL, the items
  * emb[0 .. m) augmented on the fly) to the nearest of L centroids C [L x Da]. */
-static int assign_all(const float *X, const float *emb, int d, double M2, int64_t m,
-                      const float *C, int64_t L, int64_t *a, float *dist, IxTeam *team,
-                      MrErr *e)
+static int assign_all(const float *X, const float *emb, int d, double M2, int64_t m, const float *C,
+                      int64_t L, int64_t *a, float *dist, IxTeam *team, MrErr *e)
 {
     int Da = d + 1, nth = team->n, rc = MR_OK;
     int64_t pb = (1 << 20) / L;
@@ -260,8 +258,8 @@ static int kmeanspp(const float *P, int64_t ni, int Da, int64_t L, uint64_t seed
 }
 
 /* Lloyd iterations on the nt training points X [nt x Da]; C in/out. */
-static int lloyd(const float *X, int64_t nt, int d, float *C, int64_t L,
-                 int iters, IxTeam *team, MrErr *e)
+static int lloyd(const float *X, int64_t nt, int d, float *C, int64_t L, int iters, IxTeam *team,
+                 MrErr *e)
 {
     int Da = d + 1;
     int64_t *a = malloc((size_t)nt * sizeof *a);
@@ -371,8 +369,8 @@ int ix_ivf_train(MrIndex *ix, MrErr *e)
     P = malloc((size_t)(ni * Da) * sizeof *P);
     C = malloc((size_t)(L * Da) * sizeof *C);
     if (!sel || !X || !P || !C) {
-        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for k-means on %lld x %d", (long long)nt,
-                        Da);
+        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for k-means on %lld x %d",
+                        (long long)nt, Da);
         goto out;
     }
     /* Sorted sample: the rows of X follow memory order of emb. */
@@ -436,8 +434,8 @@ int ix_ivf_train(MrIndex *ix, MrErr *e)
             free(codes);
             free(lo);
             free(hi);
-            rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for %lld x %d codes",
-                            (long long)n, d);
+            rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for %lld x %d codes", (long long)n,
+                            d);
             goto out;
         }
         for (int t = 0; t < d; t++) {
@@ -555,8 +553,8 @@ static inline void kern_f32(const float *q, const float *blk, int d, float *out)
 #if defined(__AVX512F__)
     __m512 acc = _mm512_setzero_ps();
     for (int t = 0; t < d; t++)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(q[t]), _mm512_loadu_ps(blk + (size_t)t * IX_LANES),
-                              acc);
+        acc =
+            _mm512_fmadd_ps(_mm512_set1_ps(q[t]), _mm512_loadu_ps(blk + (size_t)t * IX_LANES), acc);
     _mm512_storeu_ps(out, acc);
 #elif defined(__AVX2__) && defined(__FMA__)
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -639,36 +637,36 @@ static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *
 /* Per-thread buffers of the search; qmax = the most queries one thread takes from
  * a block. */
 typedef struct IvfScratch {
-    float *dots;     /* [L rounded up to LANES] q . c~ of one query */
-    float *ps;       /* [L] its probe scores */
-    uint32_t *key;   /* [L] sortable keys of the probe scores */
-    int64_t *probe;  /* [qmax x nprobe] lists each query probes (list order) */
-    float *pdot;     /* [qmax x nprobe] q . c~ of those lists */
-    int64_t *nprb;   /* [qmax] how many */
-    IxHeap *heaps;   /* [qmax] candidate heaps (k, or rescore when quantized) */
-    float *hs;       /* [qmax x cap] */
-    int64_t *hi;     /* [qmax x cap] */
-    float *fs;       /* [k] final heap of the rescoring */
+    float *dots;    /* [L rounded up to LANES] q . c~ of one query */
+    float *ps;      /* [L] its probe scores */
+    uint32_t *key;  /* [L] sortable keys of the probe scores */
+    int64_t *probe; /* [qmax x nprobe] lists each query probes (list order) */
+    float *pdot;    /* [qmax x nprobe] q . c~ of those lists */
+    int64_t *nprb;  /* [qmax] how many */
+    IxHeap *heaps;  /* [qmax] candidate heaps (k, or rescore when quantized) */
+    float *hs;      /* [qmax x cap] */
+    int64_t *hi;    /* [qmax x cap] */
+    float *fs;      /* [k] final heap of the rescoring */
     int64_t *fi;
-    float *qs;       /* [qmax x D] q * code_scale (quantized) */
-    float *qoff;     /* [qmax] q . code_offset (quantized) */
-    int64_t *icnt;   /* [L + 1] inverted: offsets of each list's queries */
-    int64_t *iq;     /* [qmax x nprobe] inverted: queries by list */
-    float *idot;     /* [qmax x nprobe] inverted: their q . c~ */
+    float *qs;     /* [qmax x D] q * code_scale (quantized) */
+    float *qoff;   /* [qmax] q . code_offset (quantized) */
+    int64_t *icnt; /* [L + 1] inverted: offsets of each list's queries */
+    int64_t *iq;   /* [qmax x nprobe] inverted: queries by list */
+    float *idot;   /* [qmax x nprobe] inverted: their q . c~ */
 } IvfScratch;
 
 typedef struct IvfCtx {
     const MrIndex *ix;
-    const float *Q;     /* this block's queries [qb x D] */
+    const float *Q; /* this block's queries [qb x D] */
     int64_t q0, qb;
     int64_t nprobe;
-    int k;              /* requested (row stride of the outputs) */
-    int64_t kk;         /* clamped */
-    int64_t cap;        /* candidate heap size (kk, or rescore when quantized) */
+    int k;       /* requested (row stride of the outputs) */
+    int64_t kk;  /* clamped */
+    int64_t cap; /* candidate heap size (kk, or rescore when quantized) */
     const IxExcl *ex;
     int64_t *out_items;
     float *out_scores;
-    IvfScratch *scr;    /* [threads] */
+    IvfScratch *scr; /* [threads] */
 } IvfCtx;
 
 static inline void offer(IxHeap *h, float v, int64_t it, const IxExcl *ex, int64_t q)
@@ -747,8 +745,7 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, uint32_t *key, i
 
 /* The lists query r probes: the nprobe best probe scores (ties: lower list),
  * with their q . c~. */
-static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe,
-                             float *pdot)
+static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe, float *pdot)
 {
     const MrIndex *ix = c->ix;
     probe_scores(ix, c->Q + r * ix->d, w->dots, w->ps);
@@ -869,8 +866,7 @@ static void scratch_free(IvfScratch *w)
 }
 
 int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t nprobe,
-                  const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads,
-                  MrErr *e)
+                  const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads, MrErr *e)
 {
     int64_t L = ix->nlist, n = ix->n;
     int d = ix->d;
@@ -920,8 +916,9 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->qoff = malloc((size_t)qmax * sizeof *w->qoff);
         w->icnt = malloc((size_t)(L + 1) * sizeof *w->icnt);
         w->iq = malloc((size_t)(qmax * nprobe) * sizeof *w->iq);
-        if (!w->dots || !w->pdot || !w->idot || !w->ps || !w->key || !w->probe || !w->nprb || !w->heaps || !w->hs || !w->hi ||
-            !w->fs || !w->fi || !w->qs || !w->qoff || !w->icnt || !w->iq) {
+        if (!w->dots || !w->pdot || !w->idot || !w->ps || !w->key || !w->probe || !w->nprb ||
+            !w->heaps || !w->hs || !w->hi || !w->fs || !w->fi || !w->qs || !w->qoff || !w->icnt ||
+            !w->iq) {
             rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
             goto out;
         }
