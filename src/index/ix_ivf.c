@@ -614,6 +614,79 @@ static inline void kern_u8(const float *qs, const uint8_t *blk, int d, float bas
 #endif
 }
 
+/* Four queries against one block: the block's rows are loaded once for all four
+ * and the four accumulator chains are independent (the single-query kernel is a
+ * chain of D dependent fused multiply-adds, latency-bound). Each lane still sums
+ * its products in the order t = 0 .. D-1: results equal kern_f32's bit for bit. */
+static inline void kern_f32_x4(const float *const q[4], const float *blk, int d,
+                               float out[4][IX_LANES])
+{
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < d; t++) {
+        __m512 x = _mm512_loadu_ps(blk + (size_t)t * IX_LANES);
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[0][t]), x, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[1][t]), x, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[2][t]), x, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(q[3][t]), x, a3);
+    }
+    _mm512_storeu_ps(out[0], a0);
+    _mm512_storeu_ps(out[1], a1);
+    _mm512_storeu_ps(out[2], a2);
+    _mm512_storeu_ps(out[3], a3);
+#else
+    for (int i = 0; i < 4; i++)
+        kern_f32(q[i], blk, d, out[i]);
+#endif
+}
+
+static inline void kern_u8_x4(const float *const qs[4], const uint8_t *blk, int d,
+                              const float base[4], float out[4][IX_LANES])
+{
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < d; t++) {
+        __m128i c = _mm_loadu_si128((const __m128i *)(blk + (size_t)t * IX_LANES));
+        __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c));
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(qs[0][t]), x, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(qs[1][t]), x, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(qs[2][t]), x, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(qs[3][t]), x, a3);
+    }
+    _mm512_storeu_ps(out[0], _mm512_add_ps(_mm512_set1_ps(base[0]), a0));
+    _mm512_storeu_ps(out[1], _mm512_add_ps(_mm512_set1_ps(base[1]), a1));
+    _mm512_storeu_ps(out[2], _mm512_add_ps(_mm512_set1_ps(base[2]), a2));
+    _mm512_storeu_ps(out[3], _mm512_add_ps(_mm512_set1_ps(base[3]), a3));
+#else
+    for (int i = 0; i < 4; i++)
+        kern_u8(qs[i], blk, d, base[i], out[i]);
+#endif
+}
+
+/* One query against four consecutive blocks (independent chains, as above). */
+static inline void kern_f32_4blk(const float *q, const float *blk, int d, float *out)
+{
+#if defined(__AVX512F__)
+    const size_t bs = (size_t)d * IX_LANES;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < d; t++) {
+        __m512 qt = _mm512_set1_ps(q[t]);
+        const float *r = blk + (size_t)t * IX_LANES;
+        a0 = _mm512_fmadd_ps(qt, _mm512_loadu_ps(r), a0);
+        a1 = _mm512_fmadd_ps(qt, _mm512_loadu_ps(r + bs), a1);
+        a2 = _mm512_fmadd_ps(qt, _mm512_loadu_ps(r + 2 * bs), a2);
+        a3 = _mm512_fmadd_ps(qt, _mm512_loadu_ps(r + 3 * bs), a3);
+    }
+    _mm512_storeu_ps(out, a0);
+    _mm512_storeu_ps(out + IX_LANES, a1);
+    _mm512_storeu_ps(out + 2 * IX_LANES, a2);
+    _mm512_storeu_ps(out + 3 * IX_LANES, a3);
+#else
+    for (int i = 0; i < 4; i++)
+        kern_f32(q, blk + (size_t)i * (size_t)d * IX_LANES, d, out + i * IX_LANES);
+#endif
+}
+
 /* Probe score of every list for query q: dots [L rounded up to LANES] gets
  * q . c~ of every centroid (the blocked kernel, so the values do not depend on
  * which other queries are searched with q), ps [L] the probe scores. */
@@ -625,7 +698,10 @@ static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *
     for (int t = 0; t < d; t++)
         qn += (double)q[t] * q[t];
     qn = sqrt(qn);
-    for (int64_t b = 0; b * IX_LANES < L; b++)
+    int64_t nb = (L + IX_LANES - 1) / IX_LANES, b = 0;
+    for (; b + 4 <= nb; b += 4)
+        kern_f32_4blk(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
+    for (; b < nb; b++)
         kern_f32(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
     /* q' = M q / |q|: scaling q does not change the item order, but it fixes the
      * balance between q.c~ and the bias; a zero or non-finite q gets scale 1. */
@@ -639,7 +715,10 @@ static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *
 typedef struct IvfScratch {
     float *dots;    /* [L rounded up to LANES] q . c~ of one query */
     float *ps;      /* [L] its probe scores */
-    uint32_t *key;  /* [L] sortable keys of the probe scores */
+    uint32_t *key;  /* [L] bins / sortable keys of the probe scores */
+    int64_t *tie;   /* [L] select_top scratch */
+    float *ts;      /* [L] */
+    int64_t *tout;  /* [L] */
     int64_t *probe; /* [qmax x nprobe] lists each query probes (list order) */
     float *pdot;    /* [qmax x nprobe] q . c~ of those lists */
     int64_t *nprb;  /* [qmax] how many */
@@ -693,7 +772,7 @@ static inline uint32_t fkey(float f)
  * byte of the candidates still tied with the threshold, so the cost is a few
  * linear passes instead of the ~m log(L/m) heap operations a heap would need (the
  * heap was half of the ivf search time at nprobe in the hundreds). */
-static int64_t select_top(const float *s, int64_t L, int64_t m, uint32_t *key, int64_t *out)
+static int64_t radix_select(const float *s, int64_t L, int64_t m, uint32_t *key, int64_t *out)
 {
     if (m >= L) {
         for (int64_t j = 0; j < L; j++)
@@ -743,13 +822,80 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, uint32_t *key, i
     return n;
 }
 
+/* Scratch of select_top, [L] each. */
+typedef struct SelScr {
+    uint32_t *key;
+    int64_t *tie;
+    float *ts;
+    int64_t *tout;
+} SelScr;
+
+/* Indices of the m largest of s[0 .. L) (ties: lower index), as a set. One pass
+ * finds the range, one bins every value into 256 equal-width bins (binning is
+ * monotone: a larger value never lands in a lower bin), the bin holding the m-th
+ * largest is found from the counts, everything above it is taken, and only that
+ * bin's few members are ranked exactly (radix_select). Non-finite values, rare
+ * (a query with NaN or Inf), go to radix_select directly. */
+static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64_t *out)
+{
+    if (m >= L) {
+        for (int64_t j = 0; j < L; j++)
+            out[j] = j;
+        return L;
+    }
+    float mn = INFINITY, mx = -INFINITY;
+    int finite = 1;
+    for (int64_t j = 0; j < L; j++) {
+        float v = s[j];
+        finite &= v > -INFINITY && v < INFINITY;
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    float scale = 255.0f / (mx - mn);
+    if (!finite || !(scale < INFINITY) || !(scale > 0))
+        return radix_select(s, L, m, w->key, out);
+    int64_t cnt[256] = {0};
+    for (int64_t j = 0; j < L; j++) {
+        int b = (int)((s[j] - mn) * scale);
+        b = b > 255 ? 255 : b;
+        w->key[j] = (uint32_t)b;
+        cnt[b]++;
+    }
+    int b = 255;
+    int64_t need = m;
+    while (cnt[b] < need) {
+        need -= cnt[b];
+        b--;
+    }
+    int64_t n = 0, nt = 0;
+    for (int64_t j = 0; j < L; j++) {
+        if (w->key[j] > (uint32_t)b)
+            out[n++] = j;
+        else if (w->key[j] == (uint32_t)b) {
+            w->tie[nt] = j;
+            w->ts[nt++] = s[j];
+        }
+    }
+    if (need == nt) {
+        for (int64_t t = 0; t < nt; t++)
+            out[n++] = w->tie[t];
+        return n;
+    }
+    /* the tie list is in index order, so its own ties still go to lower indices */
+    int64_t got = radix_select(w->ts, nt, need, w->key, w->tout);
+    for (int64_t t = 0; t < got; t++)
+        out[n++] = w->tie[w->tout[t]];
+    return n;
+}
+
 /* The lists query r probes: the nprobe best probe scores (ties: lower list),
  * with their q . c~. */
 static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe, float *pdot)
 {
     const MrIndex *ix = c->ix;
     probe_scores(ix, c->Q + r * ix->d, w->dots, w->ps);
-    int64_t np = select_top(w->ps, ix->nlist, c->nprobe, w->key, probe);
+    SelScr ss = {w->key, w->tie, w->ts, w->tout};
+    int64_t np = select_top(w->ps, ix->nlist, c->nprobe, &ss, probe);
     for (int64_t p = 0; p < np; p++)
         pdot[p] = w->dots[probe[p]];
     return np;
@@ -796,7 +942,7 @@ static void search_share(void *arg, int tid, int nth)
             w->idot[at] = w->pdot[a * c->nprobe + p];
         }
     /* icnt[l] now ends list l's run: list l's queries are iq[icnt[l-1] .. icnt[l]) */
-    float sc[IX_LANES];
+    float sc[4][IX_LANES];
     for (int64_t l = 0; l < L; l++) {
         int64_t e0 = l ? w->icnt[l - 1] : 0, e1 = w->icnt[l];
         if (e0 == e1)
@@ -807,21 +953,33 @@ static void search_share(void *arg, int tid, int nth)
             int valid = p1 - pos < IX_LANES ? (int)(p1 - pos) : IX_LANES;
             unsigned vmask = (1u << valid) - 1u; /* padding lanes never count */
             const size_t off = (size_t)b * (size_t)d * IX_LANES;
-            for (int64_t j = e0; j < e1; j++) {
-                int64_t a = w->iq[j], qg = c->q0 + lo + a;
-                IxHeap *h = &w->heaps[a];
+            for (int64_t j = e0; j < e1; j += 4) {
+                /* four queries at a time; a short tail repeats its last query,
+                 * whose extra copies are not offered */
+                int nj = e1 - j < 4 ? (int)(e1 - j) : 4;
+                const float *qv[4];
+                float base[4];
+                for (int u = 0; u < 4; u++) {
+                    int64_t ju = j + (u < nj ? u : nj - 1), a = w->iq[ju];
+                    qv[u] = ix->p.quantize ? w->qs + a * d : c->Q + (lo + a) * d;
+                    base[u] = ix->p.quantize ? w->idot[ju] + w->qoff[a] : 0.0f;
+                }
                 if (ix->p.quantize)
-                    kern_u8(w->qs + a * d, ix->codes + off, d, w->idot[j] + w->qoff[a], sc);
+                    kern_u8_x4(qv, ix->codes + off, d, base, sc);
                 else
-                    kern_f32(c->Q + (lo + a) * d, ix->list_emb + off, d, sc);
-                float thr = ix_heap_thr(h);
-                unsigned msk = ix_mask16_ge(sc, thr) & vmask;
-                while (msk) {
-                    int t = __builtin_ctz(msk);
-                    msk &= msk - 1;
-                    if (sc[t] >= thr) {
-                        offer(h, sc[t], ix->list_items[pos + t], c->ex, qg);
-                        thr = ix_heap_thr(h);
+                    kern_f32_x4(qv, ix->list_emb + off, d, sc);
+                for (int u = 0; u < nj; u++) {
+                    int64_t a = w->iq[j + u], qg = c->q0 + lo + a;
+                    IxHeap *h = &w->heaps[a];
+                    float thr = ix_heap_thr(h);
+                    unsigned msk = ix_mask16_ge(sc[u], thr) & vmask;
+                    while (msk) {
+                        int t = __builtin_ctz(msk);
+                        msk &= msk - 1;
+                        if (sc[u][t] >= thr) {
+                            offer(h, sc[u][t], ix->list_items[pos + t], c->ex, qg);
+                            thr = ix_heap_thr(h);
+                        }
                     }
                 }
             }
@@ -852,6 +1010,9 @@ static void scratch_free(IvfScratch *w)
     free(w->idot);
     free(w->ps);
     free(w->key);
+    free(w->tie);
+    free(w->ts);
+    free(w->tout);
     free(w->probe);
     free(w->nprb);
     free(w->heaps);
@@ -905,6 +1066,9 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->idot = malloc((size_t)(qmax * nprobe) * sizeof *w->idot);
         w->ps = malloc((size_t)L * sizeof *w->ps);
         w->key = malloc((size_t)L * sizeof *w->key);
+        w->tie = malloc((size_t)L * sizeof *w->tie);
+        w->ts = malloc((size_t)L * sizeof *w->ts);
+        w->tout = malloc((size_t)L * sizeof *w->tout);
         w->probe = malloc((size_t)(qmax * nprobe) * sizeof *w->probe);
         w->nprb = malloc((size_t)qmax * sizeof *w->nprb);
         w->heaps = malloc((size_t)qmax * sizeof *w->heaps);
@@ -916,9 +1080,9 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->qoff = malloc((size_t)qmax * sizeof *w->qoff);
         w->icnt = malloc((size_t)(L + 1) * sizeof *w->icnt);
         w->iq = malloc((size_t)(qmax * nprobe) * sizeof *w->iq);
-        if (!w->dots || !w->pdot || !w->idot || !w->ps || !w->key || !w->probe || !w->nprb ||
-            !w->heaps || !w->hs || !w->hi || !w->fs || !w->fi || !w->qs || !w->qoff || !w->icnt ||
-            !w->iq) {
+        if (!w->dots || !w->pdot || !w->idot || !w->ps || !w->key || !w->tie || !w->ts ||
+            !w->tout || !w->probe || !w->nprb || !w->heaps || !w->hs || !w->hi || !w->fs ||
+            !w->fi || !w->qs || !w->qoff || !w->icnt || !w->iq) {
             rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
             goto out;
         }
