@@ -96,6 +96,50 @@ static inline void ix_heap_push(IxHeap *h, float s, int64_t i)
  * -INFINITY. */
 void ix_heap_drain(IxHeap *h, int64_t *items, float *scores, int k);
 
+/* ---- top-m buffer -----------------------------------------------------------------
+ * For larger m (the ivf rescoring candidates) a heap costs log m unpredictable
+ * steps per insertion. This buffer of 2m slots appends anything better than its
+ * threshold and, when full, keeps the m best by selection (linear on average)
+ * and raises the threshold to the m-th best: O(1) amortised per insertion. Same
+ * total order as the heap: (score desc, item asc); NaN never enters. */
+typedef struct IxTop {
+    float *s;   /* [2 cap] */
+    int64_t *i; /* [2 cap] */
+    int64_t n, cap;
+    float ts;   /* threshold: the cap-th best kept so far (-inf until known) */
+    int64_t ti;
+} IxTop;
+
+static inline void ix_top_init(IxTop *t, float *s, int64_t *i, int64_t cap)
+{
+    t->s = s;
+    t->i = i;
+    t->n = 0;
+    t->cap = cap;
+    t->ts = -INFINITY;
+    t->ti = INT64_MAX;
+}
+
+void ix_top_compact(IxTop *t);
+
+/* Would (v, it) enter? */
+static inline int ix_top_wants(const IxTop *t, float v, int64_t it)
+{
+    return ix_worse(t->ts, t->ti, v, it);
+}
+
+static inline void ix_top_push(IxTop *t, float v, int64_t it)
+{
+    t->s[t->n] = v;
+    t->i[t->n] = it;
+    if (++t->n == 2 * t->cap)
+        ix_top_compact(t);
+}
+
+/* The best min(n, cap) entries, best first, into items/scores; the rest of the k
+ * slots -1 / -inf. */
+void ix_top_drain(IxTop *t, int64_t *items, float *scores, int k);
+
 /* ---- exclusions --------------------------------------------------------------- */
 /* Per-query exclusion lists, copied and sorted so a lookup is a binary search. */
 typedef struct IxExcl {

@@ -722,7 +722,7 @@ typedef struct IvfScratch {
     int64_t *probe; /* [qmax x nprobe] lists each query probes (list order) */
     float *pdot;    /* [qmax x nprobe] q . c~ of those lists */
     int64_t *nprb;  /* [qmax] how many */
-    IxHeap *heaps;  /* [qmax] candidate heaps (k, or rescore when quantized) */
+    IxTop *tops;    /* [qmax] candidates (k, or rescore when quantized) */
     float *hs;      /* [qmax x cap] */
     int64_t *hi;    /* [qmax x cap] */
     float *fs;      /* [k] final heap of the rescoring */
@@ -748,12 +748,11 @@ typedef struct IvfCtx {
     IvfScratch *scr; /* [threads] */
 } IvfCtx;
 
-static inline void offer(IxHeap *h, float v, int64_t it, const IxExcl *ex, int64_t q)
+/* Offer item `it` with score v to query q's candidates, honouring exclusions. */
+static inline void offer(IxTop *t, float v, int64_t it, const IxExcl *ex, int64_t q)
 {
-    if (h->n < h->cap ? v == v : ix_worse(h->s[0], h->i[0], v, it)) {
-        if (!ix_excluded(ex, q, it))
-            ix_heap_push_slow(h, v, it);
-    }
+    if (ix_top_wants(t, v, it) && !ix_excluded(ex, q, it))
+        ix_top_push(t, v, it);
 }
 
 /* Order-preserving map of a float to 32 bits (larger float -> larger key); NaN
@@ -901,10 +900,46 @@ static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t 
     return np;
 }
 
+/* Exact scores of the candidates in h (random rows of emb) into f. The rows are
+ * prefetched first, so their cache misses overlap, then scored 16 at a time with
+ * gathered loads; every lane is the same fused multiply-add chain as ix_dot (the
+ * scalar fallback), so the scores are the ones the float lists would give. */
+static void rescore(const MrIndex *ix, const float *q, const IxTop *h, IxHeap *f)
+{
+    int d = ix->d;
+    for (int64_t j = 0; j < h->n; j++) {
+        const char *row = (const char *)(ix->emb + h->i[j] * d);
+        for (int64_t at = 0; at < (int64_t)d * 4; at += 64)
+            __builtin_prefetch(row + at);
+    }
+    int64_t j = 0;
+#if defined(__AVX512F__)
+    if (ix->n * (int64_t)d < INT32_MAX) { /* 32-bit gather offsets */
+        float sc[IX_LANES];
+        for (; j < h->n; j += IX_LANES) {
+            int m = h->n - j < IX_LANES ? (int)(h->n - j) : IX_LANES;
+            int32_t off[IX_LANES];
+            for (int l = 0; l < IX_LANES; l++)
+                off[l] = (int32_t)(h->i[j + (l < m ? l : 0)] * d);
+            __m512i vo = _mm512_loadu_si512(off);
+            __m512 acc = _mm512_setzero_ps();
+            for (int t = 0; t < d; t++)
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(q[t]), _mm512_i32gather_ps(vo, ix->emb + t, 4),
+                                      acc);
+            _mm512_storeu_ps(sc, acc);
+            for (int l = 0; l < m; l++)
+                ix_heap_push(f, sc[l], h->i[j + l]);
+        }
+    }
+#endif
+    for (; j < h->n; j++)
+        ix_heap_push(f, ix_dot(q, ix->emb + h->i[j] * d, d), h->i[j]);
+}
+
 /* One thread's share of a query block, scanned list-major: each block of a list
  * is loaded once and scored for every query of the share that probes the list,
  * so list data is read from cache instead of memory once per query. Scores and
- * the heaps' full (score, item) order make the result independent of the scan
+ * the candidates' full (score, item) order make the result independent of the scan
  * order and of how queries are shared out. */
 static void search_share(void *arg, int tid, int nth)
 {
@@ -922,7 +957,7 @@ static void search_share(void *arg, int tid, int nth)
         w->nprb[a] = select_probes(c, w, r, w->probe + a * c->nprobe, w->pdot + a * c->nprobe);
         for (int64_t p = 0; p < w->nprb[a]; p++)
             w->icnt[w->probe[a * c->nprobe + p] + 1]++;
-        w->heaps[a] = (IxHeap){w->hs + a * c->cap, w->hi + a * c->cap, 0, c->cap};
+        ix_top_init(&w->tops[a], w->hs + a * 2 * c->cap, w->hi + a * 2 * c->cap, c->cap);
         if (ix->p.quantize) {
             const float *q = c->Q + r * d;
             float qoff = 0;
@@ -970,15 +1005,15 @@ static void search_share(void *arg, int tid, int nth)
                     kern_f32_x4(qv, ix->list_emb + off, d, sc);
                 for (int u = 0; u < nj; u++) {
                     int64_t a = w->iq[j + u], qg = c->q0 + lo + a;
-                    IxHeap *h = &w->heaps[a];
-                    float thr = ix_heap_thr(h);
+                    IxTop *h = &w->tops[a];
+                    float thr = h->ts;
                     unsigned msk = ix_mask16_ge(sc[u], thr) & vmask;
                     while (msk) {
                         int t = __builtin_ctz(msk);
                         msk &= msk - 1;
                         if (sc[u][t] >= thr) {
                             offer(h, sc[u][t], ix->list_items[pos + t], c->ex, qg);
-                            thr = ix_heap_thr(h);
+                            thr = h->ts;
                         }
                     }
                 }
@@ -989,16 +1024,15 @@ static void search_share(void *arg, int tid, int nth)
         int64_t qg = c->q0 + lo + a;
         int64_t *oi = c->out_items + qg * c->k;
         float *os = c->out_scores + qg * c->k;
-        IxHeap *h = &w->heaps[a];
+        IxTop *h = &w->tops[a];
         if (!ix->p.quantize) {
-            ix_heap_drain(h, oi, os, c->k);
+            ix_top_drain(h, oi, os, c->k);
             continue;
         }
+        ix_top_compact(h);
         /* Rescore the best approximate candidates with the float rows. */
-        const float *q = c->Q + (lo + a) * d;
         IxHeap f = {w->fs, w->fi, 0, c->kk};
-        for (int64_t j = 0; j < h->n; j++)
-            ix_heap_push(&f, ix_dot(q, ix->emb + h->i[j] * d, d), h->i[j]);
+        rescore(ix, c->Q + (lo + a) * d, h, &f);
         ix_heap_drain(&f, oi, os, c->k);
     }
 }
@@ -1015,7 +1049,7 @@ static void scratch_free(IvfScratch *w)
     free(w->tout);
     free(w->probe);
     free(w->nprb);
-    free(w->heaps);
+    free(w->tops);
     free(w->hs);
     free(w->hi);
     free(w->fs);
@@ -1071,9 +1105,9 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->tout = malloc((size_t)L * sizeof *w->tout);
         w->probe = malloc((size_t)(qmax * nprobe) * sizeof *w->probe);
         w->nprb = malloc((size_t)qmax * sizeof *w->nprb);
-        w->heaps = malloc((size_t)qmax * sizeof *w->heaps);
-        w->hs = malloc((size_t)(qmax * cap) * sizeof *w->hs);
-        w->hi = malloc((size_t)(qmax * cap) * sizeof *w->hi);
+        w->tops = malloc((size_t)qmax * sizeof *w->tops);
+        w->hs = malloc((size_t)(qmax * 2 * cap) * sizeof *w->hs);
+        w->hi = malloc((size_t)(qmax * 2 * cap) * sizeof *w->hi);
         w->fs = malloc((size_t)kk * sizeof *w->fs);
         w->fi = malloc((size_t)kk * sizeof *w->fi);
         w->qs = malloc((size_t)(qmax * d) * sizeof *w->qs);
@@ -1081,8 +1115,8 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->icnt = malloc((size_t)(L + 1) * sizeof *w->icnt);
         w->iq = malloc((size_t)(qmax * nprobe) * sizeof *w->iq);
         if (!w->dots || !w->pdot || !w->idot || !w->ps || !w->key || !w->tie || !w->ts ||
-            !w->tout || !w->probe || !w->nprb || !w->heaps || !w->hs || !w->hi || !w->fs ||
-            !w->fi || !w->qs || !w->qoff || !w->icnt || !w->iq) {
+            !w->tout || !w->probe || !w->nprb || !w->tops || !w->hs || !w->hi || !w->fs || !w->fi ||
+            !w->qs || !w->qoff || !w->icnt || !w->iq) {
             rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
             goto out;
         }
