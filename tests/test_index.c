@@ -805,6 +805,10 @@ static void test_build_errors(void)
     CU_ASSERT_EQUAL(mr_index_search(&ix, X, 1, 0, 0, NULL, it, sc, &e), MR_EUSAGE);
     CU_ASSERT_EQUAL(mr_index_search(&ix, X, 1, 4, -1, NULL, it, sc, &e), MR_EUSAGE);
     CU_ASSERT_EQUAL(mr_index_search(&ix, X, 0, 4, 0, NULL, it, sc, &e), MR_OK);
+    /* a query with a NaN scores NaN everywhere: no candidates, no crash */
+    float qn[2] = {NAN, 1};
+    CU_ASSERT_EQUAL(mr_index_search(&ix, qn, 1, 4, 0, NULL, it, sc, &e), MR_OK);
+    CU_ASSERT(it[0] == -1 && it[3] == -1);
     mr_index_free(&ix);
     mr_index_free(&ix); /* idempotent */
 }
