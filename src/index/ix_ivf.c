@@ -8,7 +8,7 @@
  * partitions are plain L2 k-means cells of the x', and a query probes the cells
  * whose centroids c' are nearest to q', i.e. the largest
  *     (M/|q|) q.c~ - |c'|^2/2          (c~ = the first D coordinates of c')
- * — one sgemm against the centroids plus a per-list bias. A norm-heavy item lands
+ * — one dot product per centroid plus a per-list bias. A norm-heavy item lands
  * in a cell of high-norm centroids that large-q.c queries probe first, which is
  * what a cosine (direction-only) partition gets wrong.
  *
@@ -18,8 +18,9 @@
  * point farthest from its centroid. Every random choice is a counter-based hash
  * of (seed, tag, counter) (include/mpirec/hash.h), so builds are reproducible.
  *
- * Search: for a block of queries one sgemm scores all centroids; each thread takes
- * a share of the block, picks every query's nprobe lists, and then scans
+ * Search: each thread takes a share of a block of queries, scores every query's
+ * centroids with the 16-lane kernel below (so a query's probe scores do not depend
+ * on the other queries in the batch), picks its nprobe lists (select_top), then scans
  * list-major: each 16-item block of a list is loaded once and scored for every
  * query of the share that probes that list. Per query the scan would be bound by
  * memory (each list block used once); list-major it runs from cache. Lists are
@@ -27,8 +28,8 @@
  * vector register each accumulate one item's dot product in the fixed order
  * t = 0 .. D-1 (no reassociation, identical to ix_dot's scalar order).
  * Quantized: codes of the residual x - c~ with a per-dimension affine scale; the
- * approximate score is q.c~ + q.offset + sum_t (q_t scale_t) code_t (q.c~ comes
- * from the same centroid sgemm), the best `rescore` are rescored with the float
+ * approximate score is q.c~ + q.offset + sum_t (q_t scale_t) code_t (q.c~ is the
+ * centroid dot product of probing), the best `rescore` are rescored with the float
  * rows.
  *
  * Not done: no product quantization, no anisotropic (ScaNN) loss, no spherical
