@@ -96,19 +96,29 @@ static inline void ix_heap_push(IxHeap *h, float s, int64_t i)
  * -INFINITY. */
 void ix_heap_drain(IxHeap *h, int64_t *items, float *scores, int k);
 
-/* ---- top-m buffer -----------------------------------------------------------------
- * For larger m (the ivf rescoring candidates) a heap costs log m unpredictable
- * steps per insertion. This buffer of 2m slots appends anything better than its
- * threshold and, when full, keeps the m best by selection (linear on average)
- * and raises the threshold to the m-th best: O(1) amortised per insertion. Same
- * total order as the heap: (score desc, item asc); NaN never enters. */
+/* ---- top-m candidates ----------------------------------------------------------------
+ * Small m (k = 10): the heap above. Larger m (the ivf rescoring candidates): a heap
+ * costs log m unpredictable steps per insertion, so a buffer of 2m slots appends
+ * anything better than its threshold and, when full, keeps the m best by
+ * quickselect and raises the threshold to the m-th best: O(1) amortised per
+ * insertion. (At m = 10 the quickselects cost more than the heap.) Same total
+ * order either way: (score desc, item asc); NaN never enters. */
+#define IX_TOP_HEAP_MAX 32
+
 typedef struct IxTop {
-    float *s;   /* [2 cap] */
-    int64_t *i; /* [2 cap] */
+    float *s; /* [cap] (heap) or [2 cap] (buffer) */
+    int64_t *i;
     int64_t n, cap;
-    float ts;   /* threshold: the cap-th best kept so far (-inf until known) */
+    int heap; /* 1: binary heap of IxHeap, worst at [0] */
+    float ts; /* buffer: the cap-th best kept so far (-inf until known) */
     int64_t ti;
 } IxTop;
+
+/* Slots the storage must have for capacity cap. */
+static inline int64_t ix_top_slots(int64_t cap)
+{
+    return cap <= IX_TOP_HEAP_MAX ? cap : 2 * cap;
+}
 
 static inline void ix_top_init(IxTop *t, float *s, int64_t *i, int64_t cap)
 {
@@ -116,20 +126,36 @@ static inline void ix_top_init(IxTop *t, float *s, int64_t *i, int64_t cap)
     t->i = i;
     t->n = 0;
     t->cap = cap;
+    t->heap = cap <= IX_TOP_HEAP_MAX;
     t->ts = -INFINITY;
     t->ti = INT64_MAX;
 }
 
 void ix_top_compact(IxTop *t);
 
+/* The score a candidate must reach (>=) to be worth ix_top_wants. */
+static inline float ix_top_thr(const IxTop *t)
+{
+    return t->heap ? (t->n < t->cap ? -INFINITY : t->s[0]) : t->ts;
+}
+
 /* Would (v, it) enter? */
 static inline int ix_top_wants(const IxTop *t, float v, int64_t it)
 {
+    if (t->heap)
+        return t->n < t->cap ? v == v : ix_worse(t->s[0], t->i[0], v, it);
     return ix_worse(t->ts, t->ti, v, it);
 }
 
+/* Add a candidate ix_top_wants accepted. */
 static inline void ix_top_push(IxTop *t, float v, int64_t it)
 {
+    if (t->heap) {
+        IxHeap h = {t->s, t->i, t->n, t->cap};
+        ix_heap_push_slow(&h, v, it);
+        t->n = h.n;
+        return;
+    }
     t->s[t->n] = v;
     t->i[t->n] = it;
     if (++t->n == 2 * t->cap)
@@ -137,7 +163,7 @@ static inline void ix_top_push(IxTop *t, float v, int64_t it)
 }
 
 /* The best min(n, cap) entries, best first, into items/scores; the rest of the k
- * slots -1 / -inf. */
+ * slots -1 / -inf. Empties t. */
 void ix_top_drain(IxTop *t, int64_t *items, float *scores, int k);
 
 /* ---- exclusions --------------------------------------------------------------- */

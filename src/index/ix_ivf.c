@@ -845,7 +845,23 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
     }
     float mn = INFINITY, mx = -INFINITY;
     int finite = 1;
-    for (int64_t j = 0; j < L; j++) {
+    int64_t j0 = 0;
+#if defined(__AVX512F__)
+    /* min and max do not depend on the order they are taken in */
+    __m512 vmn = _mm512_set1_ps(INFINITY), vmx = _mm512_set1_ps(-INFINITY);
+    __mmask16 fin = 0xffff;
+    for (; j0 + 16 <= L; j0 += 16) {
+        __m512 v = _mm512_loadu_ps(s + j0);
+        /* v - v is 0 exactly when v is finite (Inf - Inf and NaN give NaN) */
+        fin &= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_EQ_OQ);
+        vmn = _mm512_min_ps(vmn, v);
+        vmx = _mm512_max_ps(vmx, v);
+    }
+    finite = fin == 0xffff;
+    mn = _mm512_reduce_min_ps(vmn);
+    mx = _mm512_reduce_max_ps(vmx);
+#endif
+    for (int64_t j = j0; j < L; j++) {
         float v = s[j];
         finite &= v > -INFINITY && v < INFINITY;
         mn = v < mn ? v : mn;
@@ -855,7 +871,20 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
     if (!finite || !(scale < INFINITY) || !(scale > 0))
         return radix_select(s, L, m, w->key, out);
     int64_t cnt[256] = {0};
-    for (int64_t j = 0; j < L; j++) {
+    j0 = 0;
+#if defined(__AVX512F__)
+    /* the same operations as the scalar loop, 16 at a time (truncation of a
+     * non-negative value = the C cast) */
+    for (; j0 + 16 <= L; j0 += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j0), _mm512_set1_ps(mn)),
+                                 _mm512_set1_ps(scale));
+        __m512i b = _mm512_min_epi32(_mm512_cvttps_epi32(v), _mm512_set1_epi32(255));
+        _mm512_storeu_si512(w->key + j0, b);
+    }
+    for (int64_t j = 0; j < j0; j++)
+        cnt[w->key[j]]++;
+#endif
+    for (int64_t j = j0; j < L; j++) {
         int b = (int)((s[j] - mn) * scale);
         b = b > 255 ? 255 : b;
         w->key[j] = (uint32_t)b;
@@ -958,7 +987,8 @@ static void search_share(void *arg, int tid, int nth)
         w->nprb[a] = select_probes(c, w, r, w->probe + a * c->nprobe, w->pdot + a * c->nprobe);
         for (int64_t p = 0; p < w->nprb[a]; p++)
             w->icnt[w->probe[a * c->nprobe + p] + 1]++;
-        ix_top_init(&w->tops[a], w->hs + a * 2 * c->cap, w->hi + a * 2 * c->cap, c->cap);
+        ix_top_init(&w->tops[a], w->hs + a * ix_top_slots(c->cap), w->hi + a * ix_top_slots(c->cap),
+                    c->cap);
         if (ix->p.quantize) {
             const float *q = c->Q + r * d;
             float qoff = 0;
@@ -1007,14 +1037,14 @@ static void search_share(void *arg, int tid, int nth)
                 for (int u = 0; u < nj; u++) {
                     int64_t a = w->iq[j + u], qg = c->q0 + lo + a;
                     IxTop *h = &w->tops[a];
-                    float thr = h->ts;
+                    float thr = ix_top_thr(h);
                     unsigned msk = ix_mask16_ge(sc[u], thr) & vmask;
                     while (msk) {
                         int t = __builtin_ctz(msk);
                         msk &= msk - 1;
                         if (sc[u][t] >= thr) {
                             offer(h, sc[u][t], ix->list_items[pos + t], c->ex, qg);
-                            thr = h->ts;
+                            thr = ix_top_thr(h);
                         }
                     }
                 }
@@ -1107,8 +1137,8 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->probe = malloc((size_t)(qmax * nprobe) * sizeof *w->probe);
         w->nprb = malloc((size_t)qmax * sizeof *w->nprb);
         w->tops = malloc((size_t)qmax * sizeof *w->tops);
-        w->hs = malloc((size_t)(qmax * 2 * cap) * sizeof *w->hs);
-        w->hi = malloc((size_t)(qmax * 2 * cap) * sizeof *w->hi);
+        w->hs = malloc((size_t)(qmax * ix_top_slots(cap)) * sizeof *w->hs);
+        w->hi = malloc((size_t)(qmax * ix_top_slots(cap)) * sizeof *w->hi);
         w->fs = malloc((size_t)kk * sizeof *w->fs);
         w->fi = malloc((size_t)kk * sizeof *w->fi);
         w->qs = malloc((size_t)(qmax * d) * sizeof *w->qs);

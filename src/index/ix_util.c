@@ -142,7 +142,7 @@ static void select_best(IxTop *t, int64_t n, int64_t m)
 
 void ix_top_compact(IxTop *t)
 {
-    if (t->n <= t->cap)
+    if (t->heap || t->n <= t->cap)
         return;
     select_best(t, t->n, t->cap);
     t->n = t->cap;
@@ -163,6 +163,18 @@ static int cmp_best(const void *a, const void *b, void *arg)
 
 void ix_top_drain(IxTop *t, int64_t *items, float *scores, int k)
 {
+    if (t->heap) {
+        IxHeap h = {t->s, t->i, t->n, t->cap};
+        while (h.n > k) { /* keep the k best: drop the worst (the root) */
+            h.n--;
+            h.s[0] = h.s[h.n];
+            h.i[0] = h.i[h.n];
+            sift_down(&h, 0);
+        }
+        ix_heap_drain(&h, items, scores, k);
+        t->n = 0;
+        return;
+    }
     ix_top_compact(t);
     int64_t m = t->n < k ? t->n : k;
     if (m < t->n)
