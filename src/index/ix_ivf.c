@@ -578,18 +578,12 @@ static inline void kern_f32(const float *q, const float *blk, int d, float *out)
 #endif
 }
 
-/* Approximate scores base + sum_t qs[t] * code[t] of 16 quantized items. */
+#if !defined(__AVX512F__)
+/* Approximate scores base + sum_t qs[t] * code[t] of 16 quantized items (with
+ * AVX-512 only the four-query kernel below is used). */
 static inline void kern_u8(const float *qs, const uint8_t *blk, int d, float base, float *out)
 {
-#if defined(__AVX512F__)
-    __m512 acc = _mm512_setzero_ps();
-    for (int t = 0; t < d; t++) {
-        __m128i c = _mm_loadu_si128((const __m128i *)(blk + (size_t)t * IX_LANES));
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(qs[t]), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)),
-                              acc);
-    }
-    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_set1_ps(base), acc));
-#elif defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__)
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     for (int t = 0; t < d; t++) {
         const uint8_t *row = blk + (size_t)t * IX_LANES;
@@ -614,6 +608,7 @@ static inline void kern_u8(const float *qs, const uint8_t *blk, int d, float bas
         out[l] = base + acc[l];
 #endif
 }
+#endif
 
 /* Four queries against one block: the block's rows are loaded once for all four
  * and the four accumulator chains are independent (the single-query kernel is a
