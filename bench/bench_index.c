@@ -55,6 +55,19 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* 1-minute load average (the machine is shared: recorded with every figure). */
+static double load1(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
 static double gauss(uint64_t seed, uint64_t i)
 {
     double u1 = mr_hash_unit(mr_mix(seed, 2 * i)), u2 = mr_hash_unit(mr_mix(seed, 2 * i + 1));
@@ -393,8 +406,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "threads %d: exact %.0f QPS (median of %d, %lld queries)\n", th, qe,
                 o.repeats, (long long)nt);
         printf("{\"impl\": \"mpirec\", \"kind\": \"exact\", \"items\": %lld, \"threads\": %d, "
-               "\"queries\": %lld, \"qps\": %.1f}\n",
-               (long long)o.items, th, (long long)nt, qe);
+               "\"queries\": %lld, \"qps\": %.1f, \"load1\": %.2f}\n",
+               (long long)o.items, th, (long long)nt, qe, load1());
         for (int j = 0; j < ntgt; j++) {
             if (best_np[j] < 0) {
                 fprintf(stderr, "  target %.2f not reached\n", tgt[j]);
@@ -413,9 +426,10 @@ int main(int argc, char **argv)
                     qi / qe);
             printf("{\"impl\": \"mpirec\", \"kind\": \"ivf\", \"quantize\": %d, \"items\": %lld, "
                    "\"threads\": %d, \"target\": %.3f, \"nprobe\": %lld, \"nlist\": %lld, "
-                   "\"recall\": %.4f, \"qps\": %.1f, \"speedup_vs_exact\": %.2f}\n",
+                   "\"recall\": %.4f, \"qps\": %.1f, \"speedup_vs_exact\": %.2f, "
+                   "\"load1\": %.2f}\n",
                    o.quantize, (long long)o.items, th, tgt[j], (long long)best_np[j], (long long)L,
-                   best_rec[j], qi, qi / qe);
+                   best_rec[j], qi, qi / qe, load1());
         }
         fflush(stdout);
     }

@@ -11,8 +11,13 @@ each thread count (FAISS's OpenMP threads and OpenBLAS's, both set in-process):
     mpirec): the smallest nprobe reaching each target recall@k on the first
     --sweep-queries queries (sweep up, then bisect), its recall over all
     queries, and its median QPS.
-Prints one JSON object per measurement on stdout. With --ours FILE (bench_index's
-JSON lines) it also prints a table with the ratios mpirec / FAISS on stderr.
+Prints one JSON object per measurement on stdout.
+
+  bench_faiss.py --summarize DIR    (no FAISS run)
+reads DIR/mpirec-run*.jsonl and DIR/faiss-run*.jsonl (what tools/bench_index.sh
+writes, alternating the two programs run after run) and prints the comparison
+table: for every measurement the median over runs of each run's median QPS, and
+the ratio mpirec / FAISS of those medians.
 
 Use Debian's build: /usr/bin/python3 (python3-faiss 1.7.3, compiled "GENERIC",
 i.e. without the AVX2 kernels of FAISS's own wheels).
@@ -58,20 +63,79 @@ def recall(gt, got):
     return hit / gt.size
 
 
+def load_runs(d, prefix):
+    runs = []
+    for name in sorted(os.listdir(d)):
+        if name.startswith(prefix) and name.endswith(".jsonl"):
+            runs.append([json.loads(l) for l in open(os.path.join(d, name)) if l.startswith("{")])
+    return runs
+
+
+def key(o):
+    return (o["kind"], o["threads"], round(o.get("target", 0), 3))
+
+
+def summarize(d):
+    ours, theirs = load_runs(d, "mpirec-run"), load_runs(d, "faiss-run")
+    if not ours or not theirs:
+        sys.exit(f"no run files in {d}")
+
+    def med(runs):
+        by = {}
+        for run in runs:
+            for o in run:
+                if o["kind"] in ("exact", "ivf"):
+                    by.setdefault(key(o), []).append(o)
+        return {k: (float(np.median([o["qps"] for o in v])), v) for k, v in by.items()}
+
+    mo, mf = med(ours), med(theirs)
+    b = [o for run in ours for o in run if o["kind"] == "build"][0]
+    fb = [o for run in theirs for o in run if o["kind"] == "build"]
+    loads = [o["load1"] for run in ours + theirs for o in run if "load1" in o]
+    print(f"{b['items']} items x {b['dim']}, nlist {b['nlist']}; medians over "
+          f"{len(ours)} mpirec and {len(theirs)} FAISS runs (each the median of its repeats)"
+          + (f"; 1-min load average {min(loads):.1f} .. {max(loads):.1f}" if loads else ""))
+    print(f"mpirec ivf build {b['seconds']:.1f} s" +
+          (f", FAISS {fb[0]['seconds']:.1f} s" if fb else "") + f" ({b['threads']} threads)")
+    print(f"| threads | measure | mpirec nprobe | mpirec recall | mpirec QPS | "
+          f"FAISS nprobe | FAISS recall | FAISS QPS | mpirec / FAISS | mpirec ivf / exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for k in sorted(mo, key=lambda k: (k[1], k[0] != "exact", k[2])):
+        kind, th, t = k
+        q, v = mo[k]
+        qf, vf = mf.get(k, (None, None))
+        ex = mo.get(("exact", th, 0), (None,))[0]
+        name = "exact" if kind == "exact" else f"ivf recall@10 >= {t:.2f}"
+        np_o = v[0].get("nprobe", "")
+        rec_o = f"{v[0]['recall']:.4f}" if "recall" in v[0] else ""
+        np_f = vf[0].get("nprobe", "") if vf else ""
+        rec_f = f"{vf[0]['recall']:.4f}" if vf and "recall" in vf[0] else ""
+        ratio = f"{q / qf:.2f}" if qf else "n/a"
+        spd = f"{q / ex:.1f}x" if kind == "ivf" and ex else ""
+        print(f"| {th} | {name} | {np_o} | {rec_o} | {q:.0f} | {np_f} | {rec_f} | "
+              f"{(qf or 0):.0f} | {ratio} | {spd} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--targets", default="0.9,0.95,0.99")
-    ap.add_argument("--nlist", type=int, required=True, help="the nlist mpirec used")
+    ap.add_argument("--nlist", type=int, default=0, help="the nlist mpirec used")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only print the table from DIR's run files")
     ap.add_argument("--time-queries", type=int, default=2000)
     ap.add_argument("--sweep-queries", type=int, default=2000)
     ap.add_argument("--kmeans-iters", type=int, default=20)
     ap.add_argument("--train-per-list", type=int, default=64,
                     help="k-means training points per list (mpirec uses 64)")
-    ap.add_argument("--ours", help="bench_index JSON lines to compare with")
     a = ap.parse_args()
+    if a.summarize:
+        summarize(a.dir)
+        return
+    if a.nlist <= 0:
+        ap.error("--nlist is required (the nlist mpirec used)")
 
     X = np.load(os.path.join(a.dir, "items.npy"))
     Q = np.load(os.path.join(a.dir, "queries.npy"))
@@ -89,18 +153,28 @@ def main():
     flat.add(X)
     _, I = flat.search(Q, k)
     agree = recall(gt, I)
-    quant = faiss.IndexFlatIP(d)
-    ivf = faiss.IndexIVFFlat(quant, d, a.nlist, faiss.METRIC_INNER_PRODUCT)
-    ivf.cp.niter = a.kmeans_iters
-    ivf.cp.max_points_per_centroid = a.train_per_list
-    ivf.cp.seed = 42
-    t0 = time.perf_counter()
-    ivf.train(X)
-    ivf.add(X)
-    build_s = time.perf_counter() - t0
-    out.append({"impl": "faiss", "kind": "build", "index": "IndexIVFFlat", "items": n,
-                "nlist": a.nlist, "seconds": round(build_s, 2), "threads": max(threads)})
-    print(json.dumps(out[-1]), flush=True)
+    # The trained index and the nprobe found per target are deterministic for these
+    # vectors and settings; they are cached next to the vectors so that repeated
+    # runs (for medians over runs) only repeat the timing.
+    tag = f"nlist{a.nlist}-it{a.kmeans_iters}-tpl{a.train_per_list}"
+    cache_ix = os.path.join(a.dir, f"faiss-ivf-{tag}.index")
+    cache_sw = os.path.join(a.dir, f"faiss-sweep-{tag}-s{ns}-t{a.targets}.json")
+    if os.path.exists(cache_ix):
+        ivf = faiss.read_index(cache_ix)
+    else:
+        quant = faiss.IndexFlatIP(d)
+        ivf = faiss.IndexIVFFlat(quant, d, a.nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.niter = a.kmeans_iters
+        ivf.cp.max_points_per_centroid = a.train_per_list
+        ivf.cp.seed = 42
+        t0 = time.perf_counter()
+        ivf.train(X)
+        ivf.add(X)
+        build_s = time.perf_counter() - t0
+        out.append({"impl": "faiss", "kind": "build", "index": "IndexIVFFlat", "items": n,
+                    "nlist": a.nlist, "seconds": round(build_s, 2), "threads": max(threads)})
+        print(json.dumps(out[-1]), flush=True)
+        faiss.write_index(ivf, cache_ix)
 
     def search(np_, m):
         ivf.nprobe = int(np_)
@@ -108,7 +182,9 @@ def main():
 
     best = {}
     lo, np_ = 0, 1
-    while True:
+    if os.path.exists(cache_sw):
+        best = {float(t): v for t, v in json.load(open(cache_sw)).items()}
+    while len(best) < len(targets):
         r = recall(gt[:ns], search(np_, ns))
         print(f"  faiss nprobe {np_:5d}  recall@{k} {r:.4f} (first {ns} queries)",
               file=sys.stderr)
@@ -128,6 +204,7 @@ def main():
         lo = np_
         np_ = np_ + 1 if np_ < 8 else np_ + np_ // 4
         np_ = min(np_, a.nlist)
+    json.dump({str(t): v for t, v in best.items()}, open(cache_sw, "w"))
     rec = {t: recall(gt, search(best[t], nq)) for t in best}
 
     for th in threads:
@@ -135,7 +212,8 @@ def main():
         qps = median_qps(lambda: flat.search(Q[:nt], k), nt, a.repeats)
         out.append({"impl": "faiss", "kind": "exact", "index": "IndexFlatIP", "items": n,
                     "threads": th, "queries": nt, "qps": round(qps, 1),
-                    "agreement_with_mpirec_exact": round(agree, 5)})
+                    "agreement_with_mpirec_exact": round(agree, 5),
+                    "load1": os.getloadavg()[0]})
         print(json.dumps(out[-1]), flush=True)
         for t in targets:
             if t not in best:
@@ -143,34 +221,10 @@ def main():
             qps = median_qps(lambda: search(best[t], nt), nt, a.repeats)
             out.append({"impl": "faiss", "kind": "ivf", "index": "IndexIVFFlat", "items": n,
                         "threads": th, "target": t, "nprobe": best[t], "nlist": a.nlist,
-                        "recall": round(rec[t], 4), "qps": round(qps, 1)})
+                        "recall": round(rec[t], 4), "qps": round(qps, 1),
+                        "load1": os.getloadavg()[0]})
             print(json.dumps(out[-1]), flush=True)
 
-    if not a.ours:
-        return
-    ours = [json.loads(line) for line in open(a.ours) if line.startswith("{")]
-    for th in threads:
-        print(f"\n{n} items x {d}, {nq} queries (timed: {nt}), k={k}, {th} thread(s)",
-              file=sys.stderr)
-        print(f"{'measure':40s} {'mpirec QPS':>11s} {'FAISS QPS':>11s} {'ratio':>7s}",
-              file=sys.stderr)
-        fx = [o for o in out if o["kind"] == "exact" and o["threads"] == th][0]
-        ox = [o for o in ours if o["kind"] == "exact" and o["threads"] == th and o["items"] == n]
-        if ox:
-            print(f"{'exact (IndexFlatIP)':40s} {ox[0]['qps']:11.0f} {fx['qps']:11.0f} "
-                  f"{ox[0]['qps'] / fx['qps']:7.2f}", file=sys.stderr)
-        for o in ours:
-            if o["kind"] != "ivf" or o["threads"] != th or o["items"] != n:
-                continue
-            f = [x for x in out if x["kind"] == "ivf" and x["threads"] == th
-                 and abs(x["target"] - o["target"]) < 1e-9]
-            label = f"ivf recall>={o['target']:.2f} nprobe {o['nprobe']}"
-            if f:
-                label += f" vs {f[0]['nprobe']}"
-                print(f"{label:40s} {o['qps']:11.0f} {f[0]['qps']:11.0f} "
-                      f"{o['qps'] / f[0]['qps']:7.2f}", file=sys.stderr)
-            else:
-                print(f"{label:40s} {o['qps']:11.0f} {'n/a':>11s}", file=sys.stderr)
 
 
 if __name__ == "__main__":
