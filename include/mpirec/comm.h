@@ -29,6 +29,7 @@ typedef struct MrComm {
     int size;        /* number of ranks P */
     void *impl;      /* owned: the duplicated MPI communicator (dist/comm.c) */
     int owns_mpi;    /* 1 if mr_comm_init called MPI_Init (and finalize must end it) */
+    int node_size;   /* ranks sharing this rank's node (memory budget per rank) */
     /* Communication accounting, reset by the caller whenever it likes. */
     double comm_seconds;   /* wall time spent inside collectives */
     int64_t bytes_sent;    /* payload bytes this rank sent */
@@ -48,6 +49,8 @@ void mr_comm_abort(const MrComm *c, int code);
 double mr_comm_wtime(void);
 /* Borrowed pointer to the MPI_Comm (for MPI-IO in ckpt/); cast to MPI_Comm *. */
 void *mr_comm_raw(const MrComm *c);
+/* Ranks on this rank's node. */
+static inline int mr_comm_node_ranks(const MrComm *c) { return c->node_size; }
 /* The node's name (MPI_Get_processor_name), for messages. */
 void mr_comm_processor_name(char *buf, size_t n);
 
@@ -67,7 +70,8 @@ int mr_comm_exscan_i64(MrComm *c, int64_t *buf, size_t n, MrErr *e);
 /* Same `bytes` from every rank; recv holds P * bytes, rank order. */
 int mr_comm_allgather(MrComm *c, const void *send, size_t bytes, void *recv, MrErr *e);
 /* Variable sizes: recv_bytes[q] from rank q, placed back to back in rank order.
- * recv_bytes may be computed by the caller with mr_comm_allgather of the sizes. */
+ * recv_bytes must be the same on every rank (e.g. from mr_comm_allgather of the
+ * sizes). Never allocates. */
 int mr_comm_allgatherv(MrComm *c, const void *send, size_t bytes, void *recv,
                        const int64_t *recv_bytes, MrErr *e);
 /* Gather to root only (recv and recv_bytes significant on root). */
@@ -79,6 +83,11 @@ int mr_comm_alltoall_i64(MrComm *c, const int64_t *send, int64_t *recv, MrErr *e
  * from send in rank order; recv likewise. Messages over 2 GiB are split. */
 int mr_comm_alltoallv(MrComm *c, const void *send, const int64_t *send_bytes, void *recv,
                       const int64_t *recv_bytes, MrErr *e);
+/* The same without the large-message agreement (no extra collective): for
+ * per-step exchanges whose buffers were sized, with a collective check, to stay
+ * below 2 GiB per rank. Never allocates. */
+int mr_comm_alltoallv_small(MrComm *c, const void *send, const int64_t *send_bytes, void *recv,
+                            const int64_t *recv_bytes, MrErr *e);
 /* Sum `counts[q]` floats of a P-part buffer into part `me` of every rank:
  * recv (counts[me] floats) = sum over ranks of their send[offset(me) .. +counts[me]). */
 int mr_comm_reduce_scatter_f32(MrComm *c, const float *send, float *recv, const int64_t *counts,

@@ -30,6 +30,13 @@
  *   mr_model_rating_step         += dQ, += dCl, += grads (rating MLP), = pred
  *   mr_model_backward_towers     += grads (towers), = dU, = dI, = dT (row buffers)
  * zero_grad happens once per step, before the first accumulating call.
+ *
+ * Implementation: src/model/ (docs/model.md). Contract violations by the caller
+ * (capacities exceeded, slots out of range, missing ids/probabilities) return
+ * MR_EINTERNAL with a message; nothing here prints, aborts or checks finiteness
+ * (the trainer checks the loss after its allreduce). None of the step functions
+ * allocates. Note for includers: OpenBLAS's <cblas.h> pulls in <complex.h>, whose
+ * macro `I` breaks the field MrBatchView.I; `#undef I` after including <cblas.h>.
  */
 #ifndef MPIREC_MODEL_H
 #define MPIREC_MODEL_H
@@ -120,7 +127,11 @@ int mr_model_init(MrModel *m, const MrModelShape *s, uint64_t seed, MrErr *e);
 void mr_model_free(MrModel *m);
 /* Size the work buffers for at most B_cap local rows, G_cap global candidates, and
  * the given unique-row capacities. Re-callable with larger capacities (reallocates;
- * call it outside the step loop). */
+ * call it outside the step loop). *w must be zero-initialised ({0}) before the first
+ * call, or hold a previous initialisation (which is freed). One allocation; its
+ * large parts are the activations (B_cap x each layer width), the row-buffer
+ * gradients (caps x dims) and the softmax block (64 x G_cap floats).
+ * Errors: MR_ENOMEM, MR_EINTERNAL (negative capacity, G_cap > 2^31 - 1). */
 int mr_model_work_init(MrModelWork *w, const MrModelShape *s, int64_t B_cap, int64_t G_cap,
                        int64_t nu_cap, int64_t ni_cap, int64_t nt_cap, MrErr *e);
 void mr_model_work_free(MrModelWork *w);
@@ -136,25 +147,33 @@ void mr_embedding_init_list(float *out, uint64_t seed, uint64_t stream, const in
 
 /* Operations */
 void mr_model_zero_grad(MrModel *m);
-/* Forward both towers for the batch view: fills w->Q and w->Cl. */
+/* Forward both towers for the batch view: fills w->Q and w->Cl. Validates the
+ * batch against the work capacities and every slot against nu/ni/nt
+ * (MR_EINTERNAL naming the example). */
 int mr_model_forward_towers(const MrModel *m, const MrBatchView *b, MrModelWork *w, MrErr *e);
 /* Rating head: pred = MLP(concat(Q, Cl)); adds rating_weight * d(MSE)/d(.) into
  * w->dQ, w->dCl and m->grads, where MSE = sum over the batch of (pred - r)^2
  * divided by G (the GLOBAL batch size, so partial sums over ranks add up to the
  * Keras mean). Returns the local sum of squared errors in *sse. The caller zeroes
- * dQ/dCl first when there is no retrieval term. */
+ * dQ/dCl first when there is no retrieval term. Needs a rating head (task ranking or
+ * multitask) and G >= B, else MR_EINTERNAL. */
 int mr_model_rating_step(MrModel *m, const MrBatchView *b, int64_t G, double rating_weight,
                          MrModelWork *w, double *sse, MrErr *e);
 /* Backward both towers from w->dQ and w->dCl: accumulates dense grads and writes
  * the row-buffer gradients w->dU, w->dI, w->dTk (overwritten, duplicates summed). */
 int mr_model_backward_towers(MrModel *m, const MrBatchView *b, MrModelWork *w, MrErr *e);
-/* Forward only, for evaluation and serving: query embeddings of n examples. */
+/* Forward only, for evaluation and serving: query embeddings of the b->B examples
+ * into Q [B x qout] (caller-owned). B may exceed B_cap: it runs in chunks of B_cap.
+ * Reads uslot, tok_off, tslot, U, Tk only. */
 int mr_model_query_forward(const MrModel *m, const MrBatchView *b, float *Q, MrModelWork *w,
                            MrErr *e);
-/* Candidate tower over n item rows (all items, for evaluation and the index). */
+/* Candidate tower over n item rows [n x D] (all items, for evaluation and the
+ * index) into C [n x cout]; chunks of B_cap rows. */
 int mr_model_candidate_forward(const MrModel *m, const float *item_rows, int64_t n, float *C,
                                MrModelWork *w, MrErr *e);
-/* Rating predictions for given tower outputs (serving, evaluation). */
+/* Rating predictions for given tower outputs Q [n x qout], C [n x cout] into
+ * pred [n] (serving, evaluation); chunks of B_cap rows. MR_EINTERNAL without a
+ * rating head. */
 int mr_model_rating_forward(const MrModel *m, const float *Q, const float *C, int64_t n,
                             float *pred, MrModelWork *w, MrErr *e);
 
@@ -165,7 +184,10 @@ int mr_model_rating_forward(const MrModel *m, const float *Q, const float *C, in
  * Loss = scale * sum_i (logsumexp_j S_ij - S_i,pos), S = Q Cg^T with the options.
  * Writes dQ [B x d] (overwritten) and dCg [G x d] (overwritten), both already
  * multiplied by `scale`. *loss gets the (scaled) local sum in double. Rows are
- * processed in blocks: the [B x G] logit matrix is never held in full. */
+ * processed in blocks: the [B x G] logit matrix is never held in full.
+ * Requires G <= w->G_cap, d <= max(qout, cout) of the work's shape, pos_offset + B
+ * <= G; B itself is not bounded by B_cap. B = 0 zeroes dCg and gives *loss = 0 (Q,
+ * dQ may then be NULL). Errors: MR_EINTERNAL (shape, capacity, missing ids/p). */
 int mr_retrieval_loss(const MrRetrievalOpts *o, int64_t B, int64_t G, int d, const float *Q,
                       const float *Cg, int64_t pos_offset, const int64_t *cand_ids,
                       const float *cand_p, double scale, float *dQ, float *dCg, double *loss,

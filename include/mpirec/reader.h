@@ -20,6 +20,14 @@
  * parses exactly the records whose first byte lies in that range (it may read past
  * the end of its range to finish its last record). The header (if any) is parsed
  * by every rank from offset 0, and is never a data record.
+ * The driver's recipe for rank r with range [lo, hi) (tests/test_reader.c runs it):
+ *   mr_shard_count(file[lo..hi)) -> exclusive scans Q (quotes) and N (newlines);
+ *   start = lo <= data_start ? data_start
+ *         : lo + mr_shard_first_record(file[lo..], quote, Q odd, file[lo-1] == '\n')
+ *           (-1: read further; none at all: the rank has no records);
+ *   line  = 1 + N + newlines in file[lo..start);
+ *   then mr_reader_parse from start with stop_offset = hi, growing the window
+ *   (doubling) whenever it consumes nothing.
  *
  * Fields are passed through as bytes (Latin-1, invalid UTF-8: all fine). Quoted
  * fields are unescaped ("" -> "); JSON strings are unescaped (\n, \", \uXXXX ->
@@ -57,7 +65,8 @@ typedef struct MrRecord {
     int64_t offset;            /* byte offset of the record's first byte in the file */
     int64_t line;              /* 1-based physical line number of that byte */
     MrField f[MR_NCOLS];       /* the configured columns, MR_COL_* order */
-    /* For bad records (structural problems found by the parser): */
+    /* For bad records (structural problems found by the parser): the fields hold
+     * what could be read (possibly ABSENT) and must not be used as data. */
     const char *bad_reason;    /* NULL for a good record; else e.g. "quote never closed" */
     int bad_col;               /* MR_COL_* the problem is in, or -1 for the whole record */
 } MrRecord;
@@ -71,7 +80,7 @@ typedef struct MrReaderSpec {
     MrFormat format;
     char sep[16];          /* separator string (csv/delimited) */
     size_t sep_len;
-    char quote;            /* 0 = no quoting */
+    char quote;            /* 0 = no quoting; always 0 for jsonl (create refuses others) */
     int header;            /* csv/delimited: first record names the columns */
     MrColumn cols[MR_NCOLS];
 } MrReaderSpec;
@@ -89,8 +98,10 @@ void mr_reader_destroy(MrReader **r);
  * headerless files checks nothing. Sets *data_start to the offset of the first
  * byte after the header (and after a BOM). Returns MR_EDATA with a message listing
  * the columns that do exist when a configured column is missing; "empty file" when
- * there is nothing at all; MR_EAGAIN-like need for more bytes is reported by
- * *need_more = 1 (call again with a longer prefix). `path` is for messages. */
+ * there is nothing at all (or only a BOM and blank lines); MR_EAGAIN-like need for
+ * more bytes is reported by *need_more = 1 (call again with a longer prefix).
+ * `path` is for messages. The line number of data_start is 1 + the newlines before
+ * it (mr_shard_count). Must succeed before mr_reader_parse on a header file. */
 int mr_reader_header(MrReader *r, const char *path, const char *buf, size_t len, int at_eof,
                      int64_t *data_start, int *need_more, MrErr *e);
 
@@ -102,7 +113,10 @@ int mr_reader_header(MrReader *r, const char *path, const char *buf, size_t len,
  * e.g. an unclosed quote — and reported as bad). *consumed = bytes of complete
  * records (and skipped empty lines) parsed; *next_line = line number after them.
  * *done = 1 when a record start >= stop_offset (or the end of file) was reached.
- * Returns 0, or the callback's non-zero value. */
+ * Returns 0, or the callback's non-zero value (consumed then includes the record
+ * just delivered), or MR_ENOMEM when an unescape buffer cannot grow (that record is
+ * not consumed), or MR_EINTERNAL on a header file before mr_reader_header. An
+ * incomplete record costs a scan of the bytes given: grow the window geometrically. */
 int mr_reader_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset, int64_t line,
                     int64_t stop_offset, int at_eof, MrRecordFn fn, void *userdata,
                     size_t *consumed, int64_t *next_line, int *done);
@@ -114,14 +128,17 @@ void mr_shard_range(int64_t size, int r, int P, int64_t *lo, int64_t *hi);
 void mr_shard_count(const char *buf, size_t len, char quote, int64_t *quotes, int64_t *newlines);
 /* Given the bytes starting at this rank's range start `lo` (buf = file[lo..]),
  * whether lo is inside quotes (odd quote count before it), and whether the byte
- * before lo is a record-ending newline (prev_is_newline), find the offset (relative
- * to buf) of the first record start at or after lo. Returns -1 if none within len
- * (the caller reads further). For r = 0 the caller uses the header's data_start. */
+ * before lo is a record-ending newline (prev_is_newline: pass file[lo-1] == '\n';
+ * it is ignored when in_quotes), find the offset (relative to buf) of the first
+ * record start at or after lo. Returns -1 if none within len (the caller reads
+ * further). When lo <= data_start the caller uses the header's data_start. */
 int64_t mr_shard_first_record(const char *buf, size_t len, char quote, int in_quotes,
                               int prev_is_newline);
 
 /* Strict numeric conversions used for ratings and timestamps: the whole field must
- * be a finite number (leading/trailing blanks allowed). Return 0 on success. */
+ * be a finite decimal number (leading/trailing spaces and tabs allowed; no hex, inf,
+ * nan). Return 0 on success (*out set), else MR_EDATA (or MR_ENOMEM when a number
+ * of 128+ characters cannot be copied); *out is untouched on failure. */
 int mr_parse_double(const char *p, size_t len, double *out);
 
 #endif

@@ -30,6 +30,8 @@ typedef struct CliCommand {
 /* Start MPI and install the log hook (rank 0 prints info; every rank prints its
  * own errors with a [rank r] prefix). verbose: 0 quiet, 1 normal, 2 debug. */
 int cli_start(MrComm *comm, int *argc, char ***argv, int verbose, MrProgress progress, MrErr *e);
+/* Change the progress display after the config is known. */
+void cli_set_progress(MrProgress mode);
 /* Report an error (if rc != 0) and finalize; returns the process exit code. The
  * message is printed once, by rank 0, after the ranks agreed on it. */
 int cli_finish(MrComm *comm, int rc, MrErr *e);
@@ -51,5 +53,16 @@ extern const char *cli_exit_codes_help;
 
 /* Subcommand entry points. */
 int cmd_config(int argc, char **argv);
+int cmd_gen(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+
+struct MrDataSummary;
+/* Log the ingestion summary lines (rank 0 prints them). */
+void cli_print_data_summary(const struct MrDataSummary *s);
+int cmd_inspect(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_index(int argc, char **argv);
+int cmd_recommend(int argc, char **argv);
 
 #endif

@@ -87,6 +87,8 @@ int cli_start(MrComm *comm, int *argc, char ***argv, int verbose, MrProgress pro
     return MR_OK;
 }
 
+void cli_set_progress(MrProgress mode) { g_log.mode = mode; }
+
 int cli_finish(MrComm *comm, int rc, MrErr *e)
 {
     if (g_log.progress_shown && g_log.rank == 0) {

@@ -21,6 +21,10 @@
 typedef struct CommImpl {
     MPI_Comm comm;    /* blocking collectives */
     MPI_Comm comm_nb; /* non-blocking reductions */
+    int *iscratch;    /* [4P] int counts/displacements, so collectives never allocate */
+    int64_t *lscratch; /* [2P + 2] 64-bit displacements */
+    MPI_Request nb_req; /* the one outstanding non-blocking reduction */
+    int nb_active;
 } CommImpl;
 
 #define CHUNK_BYTES ((int64_t)1 << 30)
@@ -65,6 +69,15 @@ int mr_comm_init(MrComm *c, int *argc, char ***argv, MrErr *e)
     CHECK(MPI_Comm_set_errhandler(im->comm_nb, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     CHECK(MPI_Comm_rank(im->comm, &c->rank), "MPI_Comm_rank");
     CHECK(MPI_Comm_size(im->comm, &c->size), "MPI_Comm_size");
+    MPI_Comm node;
+    CHECK(MPI_Comm_split_type(im->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node),
+          "MPI_Comm_split_type");
+    CHECK(MPI_Comm_size(node, &c->node_size), "MPI_Comm_size");
+    MPI_Comm_free(&node);
+    im->iscratch = malloc((size_t)c->size * 4 * sizeof *im->iscratch);
+    im->lscratch = malloc((size_t)(2 * c->size + 2) * sizeof *im->lscratch);
+    if (!im->iscratch || !im->lscratch)
+        return mr_err_set(e, MR_ENOMEM, "out of memory creating the communicator");
     return MR_OK;
 }
 
@@ -82,6 +95,8 @@ void mr_comm_finalize(MrComm *c)
             if (im->comm_nb != MPI_COMM_NULL && im->comm_nb != 0)
                 MPI_Comm_free(&im->comm_nb);
         }
+        free(im->iscratch);
+        free(im->lscratch);
         free(im);
         c->impl = NULL;
     }
@@ -202,22 +217,14 @@ int mr_comm_exscan_i64(MrComm *c, int64_t *buf, size_t n, MrErr *e)
 {
     if (n > (size_t)INT_MAX)
         return mr_err_set(e, MR_EINTERNAL, "exscan of %zu elements", n);
-    int64_t *tmp = malloc(n * sizeof *tmp + 1);
-    if (!tmp)
-        return mr_err_set(e, MR_ENOMEM, "out of memory in exscan");
     T0();
-    int rc = MPI_Exscan(buf, tmp, (int)n, MPI_INT64_T, MPI_SUM, C(c));
+    int rc = MPI_Exscan(MPI_IN_PLACE, buf, (int)n, MPI_INT64_T, MPI_SUM, C(c));
     T1();
-    if (rc != MPI_SUCCESS) {
-        free(tmp);
+    if (rc != MPI_SUCCESS)
         return mpi_fail(e, rc, "MPI_Exscan");
-    }
-    /* MPI leaves rank 0's receive buffer undefined. */
+    /* MPI leaves rank 0's buffer undefined. */
     if (c->rank == 0)
         memset(buf, 0, n * sizeof *buf);
-    else
-        memcpy(buf, tmp, n * sizeof *buf);
-    free(tmp);
     c->bytes_sent += (int64_t)(n * sizeof *buf);
     return MR_OK;
 }
@@ -277,13 +284,8 @@ int mr_comm_allgatherv(MrComm *c, const void *send, size_t bytes, void *recv,
                        const int64_t *recv_bytes, MrErr *e)
 {
     int P = c->size;
-    int64_t *disp = malloc((size_t)(P + 1) * sizeof *disp);
-    int *ic = malloc((size_t)P * 2 * sizeof *ic);
-    if (!disp || !ic) {
-        free(disp);
-        free(ic);
-        return mr_err_set(e, MR_ENOMEM, "out of memory in allgatherv");
-    }
+    int64_t *disp = ((CommImpl *)c->impl)->lscratch;
+    int *ic = ((CommImpl *)c->impl)->iscratch;
     disp[0] = 0;
     for (int q = 0; q < P; q++)
         disp[q + 1] = disp[q] + recv_bytes[q];
@@ -310,8 +312,6 @@ int mr_comm_allgatherv(MrComm *c, const void *send, size_t bytes, void *recv,
     }
     T1();
     c->bytes_sent += (int64_t)bytes * (P - 1);
-    free(disp);
-    free(ic);
     return rc;
 }
 
@@ -394,31 +394,26 @@ int mr_comm_alltoall_i64(MrComm *c, const int64_t *send, int64_t *recv, MrErr *e
     return MR_OK;
 }
 
-int mr_comm_alltoallv(MrComm *c, const void *send, const int64_t *send_bytes, void *recv,
-                      const int64_t *recv_bytes, MrErr *e)
+/* Fill the scratch displacement arrays; returns 1 when everything fits in ints. */
+static int prepare_v(MrComm *c, const int64_t *send_bytes, const int64_t *recv_bytes)
 {
     int P = c->size;
-    int64_t *d = malloc((size_t)(2 * P + 2) * sizeof *d);
-    int *ic = malloc((size_t)P * 4 * sizeof *ic);
-    if (!d || !ic) {
-        free(d);
-        free(ic);
-        return mr_err_set(e, MR_ENOMEM, "out of memory in alltoallv");
-    }
-    int64_t *sd = d, *rd = d + P + 1;
+    int64_t *sd = ((CommImpl *)c->impl)->lscratch, *rd = sd + P + 1;
     sd[0] = rd[0] = 0;
     for (int q = 0; q < P; q++) {
         sd[q + 1] = sd[q] + send_bytes[q];
         rd[q + 1] = rd[q] + recv_bytes[q];
     }
-    int local_big = !(fits_int(sd, P + 1) && fits_int(rd, P + 1));
-    int64_t big = local_big;
-    int rc = mr_comm_allreduce_i64(c, &big, 1, MR_MAX, e);
-    if (rc) {
-        free(d);
-        free(ic);
-        return rc;
-    }
+    return fits_int(sd, P + 1) && fits_int(rd, P + 1);
+}
+
+static int alltoallv_core(MrComm *c, const void *send, const int64_t *send_bytes, void *recv,
+                          const int64_t *recv_bytes, int big, MrErr *e)
+{
+    int P = c->size;
+    int64_t *sd = ((CommImpl *)c->impl)->lscratch, *rd = sd + P + 1;
+    int *ic = ((CommImpl *)c->impl)->iscratch;
+    int rc = MR_OK;
     T0();
     if (!big) {
         for (int q = 0; q < P; q++) {
@@ -436,32 +431,47 @@ int mr_comm_alltoallv(MrComm *c, const void *send, const int64_t *send_bytes, vo
     }
     T1();
     c->bytes_sent += sd[P] - send_bytes[c->rank];
-    free(d);
-    free(ic);
     return rc;
+}
+
+int mr_comm_alltoallv(MrComm *c, const void *send, const int64_t *send_bytes, void *recv,
+                      const int64_t *recv_bytes, MrErr *e)
+{
+    /* Whether any rank needs the large-message path must be agreed first. */
+    int64_t big = !prepare_v(c, send_bytes, recv_bytes);
+    int rc = mr_comm_allreduce_i64(c, &big, 1, MR_MAX, e);
+    if (rc)
+        return rc;
+    prepare_v(c, send_bytes, recv_bytes); /* the allreduce does not touch scratch, but be safe */
+    return alltoallv_core(c, send, send_bytes, recv, recv_bytes, (int)big, e);
+}
+
+int mr_comm_alltoallv_small(MrComm *c, const void *send, const int64_t *send_bytes, void *recv,
+                            const int64_t *recv_bytes, MrErr *e)
+{
+    if (!prepare_v(c, send_bytes, recv_bytes))
+        return mr_err_set(e, MR_EINTERNAL,
+                          "alltoallv_small called with more than 2 GiB: buffers were not sized "
+                          "with a collective check");
+    return alltoallv_core(c, send, send_bytes, recv, recv_bytes, 0, e);
 }
 
 int mr_comm_reduce_scatter_f32(MrComm *c, const float *send, float *recv, const int64_t *counts,
                                MrErr *e)
 {
     int P = c->size;
-    int *ic = malloc((size_t)P * sizeof *ic);
-    if (!ic)
-        return mr_err_set(e, MR_ENOMEM, "out of memory in reduce_scatter");
+    int *ic = ((CommImpl *)c->impl)->iscratch;
     int64_t total = 0;
     for (int q = 0; q < P; q++) {
-        if (counts[q] > INT_MAX) {
-            free(ic);
+        if (counts[q] > INT_MAX)
             return mr_err_set(e, MR_EINTERNAL, "reduce_scatter part of %lld floats",
                               (long long)counts[q]);
-        }
         ic[q] = (int)counts[q];
         total += counts[q];
     }
     T0();
     int mrc = MPI_Reduce_scatter(send, recv, ic, MPI_FLOAT, MPI_SUM, C(c));
     T1();
-    free(ic);
     if (mrc != MPI_SUCCESS)
         return mpi_fail(e, mrc, "MPI_Reduce_scatter");
     c->bytes_sent += (int64_t)(total - counts[c->rank]) * (int64_t)sizeof(float);
@@ -470,33 +480,32 @@ int mr_comm_reduce_scatter_f32(MrComm *c, const float *send, float *recv, const 
 
 int mr_comm_iallreduce_f32_start(MrComm *c, float *buf, size_t n, MrCommRequest *req, MrErr *e)
 {
+    CommImpl *im = c->impl;
     if (n > (size_t)INT_MAX)
         return mr_err_set(e, MR_EINTERNAL, "iallreduce of %zu floats", n);
-    MPI_Request *r = malloc(sizeof *r);
-    if (!r)
-        return mr_err_set(e, MR_ENOMEM, "out of memory in iallreduce");
+    if (im->nb_active)
+        return mr_err_set(e, MR_EINTERNAL, "a non-blocking reduction is already in flight");
     T0();
-    int mrc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM,
-                             ((CommImpl *)c->impl)->comm_nb, r);
+    int mrc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, im->comm_nb,
+                             &im->nb_req);
     T1();
-    if (mrc != MPI_SUCCESS) {
-        free(r);
+    if (mrc != MPI_SUCCESS)
         return mpi_fail(e, mrc, "MPI_Iallreduce");
-    }
-    req->impl = r;
+    im->nb_active = 1;
+    req->impl = im;
     c->bytes_sent += (int64_t)(n * sizeof(float));
     return MR_OK;
 }
 
 int mr_comm_iallreduce_wait(MrComm *c, MrCommRequest *req, MrErr *e)
 {
-    MPI_Request *r = req->impl;
-    if (!r)
+    CommImpl *im = c->impl;
+    if (!req->impl || !im->nb_active)
         return MR_OK;
     T0();
-    int mrc = MPI_Wait(r, MPI_STATUS_IGNORE);
+    int mrc = MPI_Wait(&im->nb_req, MPI_STATUS_IGNORE);
     T1();
-    free(r);
+    im->nb_active = 0;
     req->impl = NULL;
     if (mrc != MPI_SUCCESS)
         return mpi_fail(e, mrc, "MPI_Wait (iallreduce)");

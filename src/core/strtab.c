@@ -1,0 +1,205 @@
+/* strtab.c — deduplicating byte-string table (see strtab.h).
+ *
+ * The hash processes 8 bytes at a time with a multiply-xorshift step; it only has
+ * to spread ids well for this table and for owner-rank partitioning, and it must
+ * be identical on every rank (it is: pure function of the bytes, little-endian
+ * loads via memcpy).
+ */
+#include "mpirec/strtab.h"
+
+#include <stdlib.h>
+
+#include "mpirec/hash.h"
+
+#define EMPTY UINT32_MAX
+
+uint64_t mr_strhash(const char *p, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xC2B2AE3D27D4EB4FULL);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 29;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        memcpy(&w, p + i, n - i);
+        h = (h ^ w) * 0x94D049BB133111EBULL;
+        h ^= h >> 32;
+    }
+    return mr_splitmix64(h);
+}
+
+static MrStrSlot *alloc_slots(int64_t cap)
+{
+    MrStrSlot *s = aligned_alloc(64, (size_t)cap * sizeof *s);
+    if (!s)
+        return NULL;
+    for (int64_t i = 0; i < cap; i++)
+        s[i].id = EMPTY;
+    return s;
+}
+
+int mr_strtab_init(MrStrTab *t, int64_t expected)
+{
+    memset(t, 0, sizeof *t);
+    int64_t cap = 64;
+    while (cap < 2 * expected)
+        cap *= 2;
+    t->cap = cap;
+    t->slot = alloc_slots(cap);
+    t->n_cap = cap / 2;
+    t->off = malloc((size_t)t->n_cap * sizeof *t->off);
+    t->len = malloc((size_t)t->n_cap * sizeof *t->len);
+    t->bytes_cap = 1 << 16;
+    t->bytes = malloc((size_t)t->bytes_cap);
+    if (!t->slot || !t->off || !t->len || !t->bytes) {
+        mr_strtab_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+void mr_strtab_free(MrStrTab *t)
+{
+    free(t->slot);
+    free(t->off);
+    free(t->len);
+    free(t->bytes);
+    memset(t, 0, sizeof *t);
+}
+
+static int grow_slots(MrStrTab *t)
+{
+    int64_t cap = t->cap * 2;
+    MrStrSlot *s = alloc_slots(cap);
+    if (!s)
+        return -1;
+    for (int64_t i = 0; i < t->cap; i++) {
+        if (t->slot[i].id == EMPTY)
+            continue;
+        int64_t j = (int64_t)(t->slot[i].hash & (uint64_t)(cap - 1));
+        while (s[j].id != EMPTY)
+            j = (j + 1) & (cap - 1);
+        s[j] = t->slot[i];
+    }
+    free(t->slot);
+    t->slot = s;
+    t->cap = cap;
+    return 0;
+}
+
+static inline int slot_eq(const MrStrTab *t, const MrStrSlot *s, const char *p, size_t n,
+                          uint64_t h)
+{
+    if (s->hash != h || s->len != n)
+        return 0;
+    size_t k = n < MR_STRTAB_INLINE ? n : MR_STRTAB_INLINE;
+    if (memcmp(s->inl, p, k) != 0)
+        return 0;
+    return n <= MR_STRTAB_INLINE ||
+           memcmp(t->bytes + t->off[s->id] + MR_STRTAB_INLINE, p + MR_STRTAB_INLINE,
+                  n - MR_STRTAB_INLINE) == 0;
+}
+
+int64_t mr_strtab_find(const MrStrTab *t, const char *p, size_t n, uint64_t h)
+{
+    int64_t mask = t->cap - 1;
+    for (int64_t j = (int64_t)(h & (uint64_t)mask);; j = (j + 1) & mask) {
+        const MrStrSlot *s = &t->slot[j];
+        if (s->id == EMPTY)
+            return -1;
+        if (slot_eq(t, s, p, n, h))
+            return s->id;
+    }
+}
+
+/* Insert at empty slot j (found by the caller's probe). */
+static int64_t insert_at(MrStrTab *t, int64_t j, const char *p, size_t n, uint64_t h)
+{
+    if (n > UINT32_MAX - 1 || t->n >= (int64_t)EMPTY - 1)
+        return -1;
+    if (t->n >= t->n_cap) {
+        int64_t nc = t->n_cap * 2;
+        int64_t *o = realloc(t->off, (size_t)nc * sizeof *o);
+        if (!o)
+            return -1;
+        t->off = o;
+        uint32_t *l = realloc(t->len, (size_t)nc * sizeof *l);
+        if (!l)
+            return -1;
+        t->len = l;
+        t->n_cap = nc;
+    }
+    if (t->bytes_len + (int64_t)n > t->bytes_cap) {
+        int64_t bc = t->bytes_cap * 2;
+        while (bc < t->bytes_len + (int64_t)n)
+            bc *= 2;
+        char *b = realloc(t->bytes, (size_t)bc);
+        if (!b)
+            return -1;
+        t->bytes = b;
+        t->bytes_cap = bc;
+    }
+    int64_t id = t->n++;
+    memcpy(t->bytes + t->bytes_len, p, n);
+    t->off[id] = t->bytes_len;
+    t->len[id] = (uint32_t)n;
+    t->bytes_len += (int64_t)n;
+    MrStrSlot *s = &t->slot[j];
+    s->hash = h;
+    s->id = (uint32_t)id;
+    s->len = (uint32_t)n;
+    memset(s->inl, 0, sizeof s->inl);
+    memcpy(s->inl, p, n < MR_STRTAB_INLINE ? n : MR_STRTAB_INLINE);
+    /* A failed resize leaves a consistent table at a load just above 1/2. */
+    if (2 * t->n > t->cap)
+        (void)grow_slots(t);
+    return id;
+}
+
+int64_t mr_strtab_intern(MrStrTab *t, const char *p, size_t n, uint64_t h, int *is_new)
+{
+    int64_t mask = t->cap - 1;
+    int64_t j = (int64_t)(h & (uint64_t)mask);
+    for (;; j = (j + 1) & mask) {
+        const MrStrSlot *s = &t->slot[j];
+        if (s->id == EMPTY)
+            break;
+        if (slot_eq(t, s, p, n, h)) {
+            if (is_new)
+                *is_new = 0;
+            return s->id;
+        }
+    }
+    if (is_new)
+        *is_new = 1;
+    return insert_at(t, j, p, n, h);
+}
+
+#define AHEAD 12
+
+int mr_strtab_intern_batch(MrStrTab *t, int64_t n, const char *const *p, const uint32_t *len,
+                           uint32_t *ids)
+{
+    uint64_t hs[2 * AHEAD];
+    for (int64_t i = 0; i < n && i < AHEAD; i++) {
+        hs[i % (2 * AHEAD)] = mr_strhash(p[i], len[i]);
+        __builtin_prefetch(&t->slot[hs[i % (2 * AHEAD)] & (uint64_t)(t->cap - 1)]);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = i + AHEAD;
+        if (k < n) {
+            uint64_t hk = mr_strhash(p[k], len[k]);
+            hs[k % (2 * AHEAD)] = hk;
+            __builtin_prefetch(&t->slot[hk & (uint64_t)(t->cap - 1)]);
+        }
+        int64_t id = mr_strtab_intern(t, p[i], len[i], hs[i % (2 * AHEAD)], NULL);
+        if (id < 0)
+            return -1;
+        ids[i] = (uint32_t)id;
+    }
+    return 0;
+}

@@ -1,0 +1,355 @@
+/* reader_csv.c — CSV (RFC 4180) and delimited records: any separator string,
+ * optional quoting, columns by field index.
+ *
+ * Approach: one pass per record that jumps from one interesting byte to the next
+ * (separator's first byte, '\n', quote) with the vector scanners of
+ * reader_impl.h, so ordinary field bytes are never looked at one by one. Fields
+ * are slices of the caller's buffer; only a configured field that holds doubled
+ * quotes is copied (undoubled) into the reader's scratch buffer, once the record
+ * is known to be complete, so an incomplete record ("need more") changes nothing.
+ *
+ * Where a record ends is decided by the quote-parity rule of reader.h alone (the
+ * first '\n' after an even number of quotes), because that is what ranks agree on
+ * without a serial pass. The RFC 4180 field grammar is then checked inside that
+ * record; input that breaks it is reported as a bad record, never re-split:
+ *  - a quote inside an unquoted field (`ab"c`) is an error (RFC 4180 section 2.5;
+ *    Python's csv would keep it literally, but an odd number of such quotes would
+ *    make the parity rule join lines, so we refuse them all rather than accept
+ *    only some);
+ *  - text after a closing quote (`"ab"c,`) is an error (Python keeps "abc");
+ *  - a quote never closed before the end of the file is an error.
+ * A final "\r" before end of file ends the line like "\r\n" does.
+ * Not done here: skipping blank lines and the BOM (the record loop does that).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/reader_impl.h"
+
+/* Format the bad_reason text. Out of line and cold: keeping the formatting out of
+ * the record loop leaves the hot path its registers. */
+static __attribute__((cold, noinline, format(printf, 2, 3))) void set_reason(MrReader *r,
+                                                                             const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->reason, sizeof r->reason, fmt, ap);
+    va_end(ap);
+}
+
+/* The separator (sl bytes, first already matched) at p. Separators are a few
+ * bytes: a loop is cheaper than a memcmp call per candidate. */
+static inline int sep_at(const char *p, const char *sep, size_t sl)
+{
+    for (size_t i = 1; i < sl; i++)
+        if (p[i] != sep[i])
+            return 0;
+    return 1;
+}
+
+/* Column of field k for messages and bad_col (the first one that uses it). */
+static int field_col(const MrReader *r, int k)
+{
+    for (int c = 0; c < MR_NCOLS; c++)
+        if (r->col_idx[c] == k)
+            return c;
+    return -1;
+}
+
+size_t mr_reader_csv_undouble(char *out, const char *p, size_t len, char quote)
+{
+    const char *e = p + len;
+    char *o = out;
+    while (p < e) {
+        const char *x = memchr(p, quote, (size_t)(e - p));
+        if (!x) {
+            memcpy(o, p, (size_t)(e - p));
+            o += e - p;
+            break;
+        }
+        /* Inside a well-formed quoted field quotes come in pairs: keep one. */
+        memcpy(o, p, (size_t)(x - p + 1));
+        o += x - p + 1;
+        p = x + 2;
+    }
+    return (size_t)(o - out);
+}
+
+typedef struct Slot {
+    const char *p;
+    size_t len;
+    int dq;
+} Slot;
+
+/* sc: a scanner over [buf, buf+len) for (separator's first byte, '\n', quote), at or
+ * before buf+s. */
+static inline __attribute__((always_inline)) int csv_record(MrReader *r, MrScan *sc,
+                                                            const char *buf, size_t len, size_t s,
+                                                            int at_eof, MrRecord *rec, size_t *next,
+                                                            int64_t *nl_out, MrHdrSink *all)
+{
+    const char q = r->spec.quote;
+    const char *const sep = r->spec.sep;
+    const size_t sl = r->spec.sep_len;
+    const char s0 = sep[0];
+    const char *const end = buf + len;
+    const char *p = buf + s;
+    const char *rec_end;
+    Slot sp[MR_NCOLS];
+    int k = 0;    /* current field index */
+    int slot = 0; /* next entry of r->need to fill */
+    int anydq = 0;
+    int bad = 0, bad_field = -1;
+    int par = 0;                 /* quotes seen in the record, mod 2, when resynchronising */
+    int after = p == sc->resume; /* p is just after the scanner's last hit */
+    sc->resume = NULL;
+    int64_t nl = 0;
+
+    for (;;) {
+        const char *fs, *fe;
+        int dq = 0, last;
+        if (q && p < end && *p == q) {
+            const char *c = p + 1, *x;
+            after = 0;
+            for (;;) {
+                x = mr_find2(c, end, q, '\n');
+                if (x == end) {
+                    if (!at_eof)
+                        return 0;
+                    bad = 1;
+                    bad_field = k;
+                    set_reason(r,
+                               "quote never closed: field %d opens a quoted value that runs to "
+                               "the end of the file",
+                               k + 1);
+                    rec_end = end;
+                    goto finish;
+                }
+                if (*x == '\n') {
+                    nl++;
+                    c = x + 1;
+                    continue;
+                }
+                if (x + 1 == end && !at_eof)
+                    return 0; /* closing quote or the first of a doubled pair? */
+                if (x + 1 < end && x[1] == q) {
+                    dq = 1;
+                    c = x + 2;
+                    continue;
+                }
+                break;
+            }
+            fs = p + 1;
+            fe = x;
+            p = x + 1;
+            if (p == end) { /* at_eof here: the case !at_eof returned above */
+                rec_end = end;
+                last = 1;
+            } else if (*p == '\n') {
+                rec_end = p + 1;
+                nl++;
+                last = 1;
+            } else if (*p == '\r' && p + 1 < end && p[1] == '\n') {
+                rec_end = p + 2;
+                nl++;
+                last = 1;
+            } else if (*p == '\r' && p + 1 == end) {
+                if (!at_eof)
+                    return 0;
+                rec_end = end;
+                last = 1;
+            } else if (*p == s0 && (size_t)(end - p) >= sl && sep_at(p, sep, sl)) {
+                p += sl;
+                last = 0;
+            } else if (*p == s0 && (size_t)(end - p) < sl && !at_eof &&
+                       memcmp(p, sep, (size_t)(end - p)) == 0) {
+                return 0; /* the buffer ends inside what may be a separator */
+            } else {
+                bad = 1;
+                bad_field = k;
+                set_reason(r,
+                           "text after the closing quote of field %d (a quoted field must be "
+                           "followed by the separator or the end of the line)",
+                           k + 1);
+                par = 0; /* every quote so far was part of a well-formed quoted field */
+                goto skip;
+            }
+        } else {
+            const char *c = p;
+            fs = p;
+            for (;;) {
+                const char *x = after ? mr_scan_after(sc) : mr_scan_next(sc, c);
+                if (x == end) {
+                    if (!at_eof)
+                        return 0;
+                    fe = end;
+                    if (fe > fs && fe[-1] == '\r')
+                        fe--;
+                    rec_end = end;
+                    last = 1;
+                    break;
+                }
+                if (*x == '\n') {
+                    fe = x;
+                    if (fe > fs && fe[-1] == '\r')
+                        fe--;
+                    rec_end = x + 1;
+                    sc->resume = x + 1;
+                    nl++;
+                    last = 1;
+                    break;
+                }
+                if (*x == s0) {
+                    if (sl == 1) {
+                        fe = x;
+                        p = x + 1;
+                        last = 0;
+                        after = 1;
+                        break;
+                    }
+                    if ((size_t)(end - x) >= sl && sep_at(x, sep, sl)) {
+                        fe = x;
+                        p = x + sl;
+                        last = 0;
+                        after = 0;
+                        break;
+                    }
+                    /* Not a whole separator (or cut by the end of buf: then no '\n'
+                     * follows in buf either, and the next scan says so). */
+                    c = x + 1;
+                    after = 1;
+                    continue;
+                }
+                bad = 1;
+                bad_field = k;
+                set_reason(r,
+                           "quote character inside unquoted field %d (RFC 4180: a field that "
+                           "contains quotes must be quoted, with its quotes doubled)",
+                           k + 1);
+                p = x + 1;
+                par = 1;
+                goto skip;
+            }
+        }
+        if (all) {
+            if (all->n == all->cap) {
+                int cap = all->cap ? 2 * all->cap : 16;
+                MrHdrField *f = realloc(all->f, (size_t)cap * sizeof *f);
+                if (!f) {
+                    all->oom = 1;
+                    return -1;
+                }
+                all->f = f;
+                all->cap = cap;
+            }
+            all->f[all->n++] = (MrHdrField){fs, (size_t)(fe - fs), dq};
+        } else if (slot < r->nneed && r->need[slot] == k) {
+            sp[slot] = (Slot){fs, (size_t)(fe - fs), dq};
+            anydq |= dq;
+            slot++;
+        }
+        if (last)
+            goto finish;
+        k++;
+    }
+
+skip:
+    /* Resynchronise on the parity rule: the record ends at the first '\n' after an
+     * even number of quotes counted from its start (par holds the count so far). */
+    {
+        for (;;) {
+            const char *x = mr_find2(p, end, '\n', q);
+            if (x == end) {
+                if (!at_eof)
+                    return 0;
+                rec_end = end;
+                break;
+            }
+            if (*x == '\n') {
+                nl++;
+                if (!par) {
+                    rec_end = x + 1;
+                    break;
+                }
+            } else {
+                par ^= 1;
+            }
+            p = x + 1;
+        }
+    }
+
+finish:
+    *next = (size_t)(rec_end - buf);
+    *nl_out = nl;
+    rec->bad_reason = NULL;
+    rec->bad_col = -1;
+    if (bad) {
+        rec->bad_reason = r->reason;
+        rec->bad_col = all ? -1 : field_col(r, bad_field);
+    }
+    if (all)
+        return 1;
+    if (!bad && slot < r->nneed) {
+        int want = r->need[r->nneed - 1];
+        int c = field_col(r, want);
+        set_reason(r, "expected at least %d fields, found %d (data.columns.%s is field index %d)",
+                   want + 1, k + 1, mr_reader_col_key[c], want);
+        rec->bad_reason = r->reason;
+        rec->bad_col = c;
+    }
+    if (anydq) {
+        /* Undoubling only shrinks, so the record's length bounds all slots together;
+         * sizing once keeps earlier slots' pointers valid. */
+        if (mr_reader_scratch(r, (size_t)(rec_end - (buf + s))) != 0)
+            return -1;
+        char *o = r->scratch;
+        for (int i = 0; i < slot; i++) {
+            if (!sp[i].dq)
+                continue;
+            size_t n = mr_reader_csv_undouble(o, sp[i].p, sp[i].len, q);
+            sp[i].p = o;
+            sp[i].len = n;
+            o += n;
+        }
+    }
+    for (int c = 0; c < MR_NCOLS; c++) {
+        int i = r->col_slot[c];
+        if (i >= 0 && i < slot)
+            rec->f[c] = (MrField){sp[i].p, sp[i].len, MR_VAL_TEXT};
+        else
+            rec->f[c] = (MrField){NULL, 0, MR_VAL_ABSENT};
+    }
+    return 1;
+}
+
+static void scan_init(MrScan *sc, const MrReader *r, const char *p, const char *end)
+{
+    /* Without quoting the quote slot repeats '\n'. */
+    mr_scan_init(sc, p, end, r->spec.sep[0], '\n', r->spec.quote ? r->spec.quote : '\n');
+}
+
+int mr_reader_csv_record(MrReader *r, const char *buf, size_t len, size_t s, int at_eof,
+                         MrRecord *rec, size_t *next, int64_t *nl, MrHdrSink *all)
+{
+    MrScan sc;
+    scan_init(&sc, r, buf + s, buf + len);
+    return csv_record(r, &sc, buf, len, s, at_eof, rec, next, nl, all);
+}
+
+static int csv_scan(MrReader *r, void *ctx, const char *buf, size_t len, size_t s, int at_eof,
+                    MrRecord *rec, size_t *next, int64_t *nl)
+{
+    return csv_record(r, ctx, buf, len, s, at_eof, rec, next, nl, NULL);
+}
+
+int mr_reader_csv_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset, int64_t line,
+                        int64_t stop_offset, int at_eof, MrRecordFn fn, void *userdata,
+                        size_t *consumed, int64_t *next_line, int *done)
+{
+    MrScan sc;
+    scan_init(&sc, r, buf, buf + len);
+    return mr_reader_loop(r, buf, len, buf_offset, line, stop_offset, at_eof, fn, userdata,
+                          consumed, next_line, done, csv_scan, &sc);
+}
