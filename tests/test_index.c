@@ -25,9 +25,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "mpirec/ckpt.h"
 #include "mpirec/hash.h"
 #include "mpirec/index.h"
 #include "test_util.h"
+
+#define ASSERT_HAS(msg, needle)                                                                    \
+    do {                                                                                           \
+        const char *m_ = (msg);                                                                    \
+        if (!strstr(m_, (needle)))                                                                 \
+            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                         \
+        CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
+    } while (0)
 
 /* ---- data ---------------------------------------------------------------------- */
 
@@ -1105,6 +1114,120 @@ static void test_file_identity(void)
     mr_index_free(&ix);
 }
 
+/* Replace attribute `name` of object `obj` ("/" or "meta") by a string of the given
+ * storage: var = variable-length (width ignored), else fixed-length of `width`
+ * bytes (0: strlen + 1) with padding `pad`; character set `cs`. */
+static void put_str_attr(const char *path, const char *obj, const char *name, const char *v,
+                         int var, H5T_cset_t cs, H5T_str_t pad, size_t width)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t o = H5Oopen(f, obj, H5P_DEFAULT);
+    CU_ASSERT_FATAL(f >= 0 && o >= 0);
+    H5Adelete(o, name);
+    hid_t sp = H5Screate(H5S_SCALAR), t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, var ? H5T_VARIABLE : width ? width : strlen(v) + 1);
+    H5Tset_cset(t, cs);
+    if (!var)
+        H5Tset_strpad(t, pad);
+    hid_t a = H5Acreate2(o, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    CU_ASSERT(a >= 0 && (var ? H5Awrite(a, t, &v) : H5Awrite(a, t, v)) >= 0);
+    H5Aclose(a);
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Oclose(o);
+    H5Fclose(f);
+}
+
+/* String attributes of every storage other tools and modules use load: the index
+ * writer's fixed ASCII, the checkpoint module's fixed UTF-8, h5py's
+ * variable-length UTF-8, variable-length ASCII, a NUL-padded string that fills its
+ * whole width, a space-padded one; the values come back byte for byte (the /meta
+ * checksum covers them; the source holds non-ASCII bytes). A number where a string
+ * belongs and an over-long string are errors. Then a real checkpoint, written by
+ * the checkpoint module (UTF-8 magic and attributes), given as an index: its magic
+ * is read and the error says it is a checkpoint (it used to fail with "cannot
+ * read string attribute"). */
+static void test_file_string_attrs(void)
+{
+    MrIndex ix, back;
+    MrErr e;
+    build_kind(&ix, 1, 300, 6);
+    const char *src = "runs/caf\xc3\xa9 \xe2\x82\xac/checkpoints/ckpt-000000121.h5";
+    snprintf(ix.source, sizeof ix.source, "%s", src);
+    const char *path = tmp_path("strings.h5");
+    static const struct {
+        int var;
+        H5T_cset_t cs;
+        H5T_str_t pad;
+        int extra; /* width beyond strlen: 0 = exactly the bytes, no terminator */
+    } kinds[] = {
+        {0, H5T_CSET_ASCII, H5T_STR_NULLTERM, 1}, {0, H5T_CSET_UTF8, H5T_STR_NULLTERM, 1},
+        {1, H5T_CSET_UTF8, H5T_STR_NULLTERM, 0},  {1, H5T_CSET_ASCII, H5T_STR_NULLTERM, 0},
+        {0, H5T_CSET_UTF8, H5T_STR_NULLPAD, 0},   {0, H5T_CSET_ASCII, H5T_STR_NULLPAD, 7},
+        {0, H5T_CSET_UTF8, H5T_STR_SPACEPAD, 0},
+    };
+    for (size_t j = 0; j < sizeof kinds / sizeof kinds[0]; j++) {
+        CU_ASSERT_EQUAL_FATAL(mr_index_save(&ix, path, &e), MR_OK);
+        int var = kinds[j].var;
+        H5T_cset_t cs = kinds[j].cs;
+        H5T_str_t pad = kinds[j].pad;
+        put_str_attr(path, "/", "magic", MR_INDEX_MAGIC, var, cs, pad,
+                     strlen(MR_INDEX_MAGIC) + (size_t)kinds[j].extra);
+        put_str_attr(path, "meta", "kind", "ivf", var, cs, pad, 3 + (size_t)kinds[j].extra);
+        put_str_attr(path, "meta", "source", src, var, cs, pad,
+                     strlen(src) + (size_t)kinds[j].extra);
+        int rc = mr_index_load(&back, path, &e);
+        CU_ASSERT_EQUAL(rc, MR_OK);
+        if (rc != MR_OK) {
+            fprintf(stderr, "  string kind %zu: %s\n", j, e.msg);
+            continue;
+        }
+        CU_ASSERT_STRING_EQUAL(back.source, src);
+        CU_ASSERT(index_equal(&ix, &back));
+        mr_index_free(&back);
+    }
+    /* a number where a string belongs; a string longer than any the reader keeps */
+    CU_ASSERT_EQUAL_FATAL(mr_index_save(&ix, path, &e), MR_OK);
+    set_root_attr(path, "magic", NULL, 7);
+    CU_ASSERT_EQUAL(mr_index_load(&back, path, &e), MR_EFORMAT);
+    ASSERT_HAS(e.msg, "magic: expected a string attribute");
+    char longs[700];
+    memset(longs, 'x', sizeof longs - 1);
+    longs[sizeof longs - 1] = '\0';
+    for (int var = 0; var <= 1; var++) {
+        CU_ASSERT_EQUAL_FATAL(mr_index_save(&ix, path, &e), MR_OK);
+        put_str_attr(path, "meta", "source", longs, var, H5T_CSET_UTF8, H5T_STR_NULLTERM, 0);
+        CU_ASSERT_EQUAL(mr_index_load(&back, path, &e), MR_EFORMAT);
+        ASSERT_HAS(e.msg, "source");
+        ASSERT_HAS(e.msg, var ? "too long" : "impossible length");
+    }
+    mr_index_free(&ix);
+
+    /* a real checkpoint (and an mpirec file of another kind) given as an index */
+    char dir[1100], ck[1200];
+    snprintf(dir, sizeof dir, "%s/strings_ckpt", test_tmp_dir());
+    MrCkptWriter *w = NULL;
+    int64_t x[2] = {1, 2};
+    const char *kinds2[2][2] = {{"ckpt-1", MR_CKPT_MAGIC}, {"index.seen", "MPIREC-SEEN"}};
+    for (int j = 0; j < 2; j++) {
+        CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, kinds2[j][0], kinds2[j][1], 1, &e),
+                              MR_OK);
+        CU_ASSERT_EQUAL(mr_ckpt_write_attr_str(w, "note", "caf\xc3\xa9", &e), MR_OK);
+        CU_ASSERT_EQUAL(mr_ckpt_write_root(w, "x", MR_I64, 2, 0, x, &e), MR_OK);
+        CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_commit(&w, NULL, 0, &e), MR_OK);
+        snprintf(ck, sizeof ck, "%s/%s.h5", dir, kinds2[j][0]);
+        CU_ASSERT_EQUAL(mr_index_load(&back, ck, &e), MR_EFORMAT);
+        ASSERT_HAS(e.msg, ck);
+        char want[80];
+        snprintf(want, sizeof want, "magic is '%s', expected '%s'", kinds2[j][1], MR_INDEX_MAGIC);
+        ASSERT_HAS(e.msg, want);
+        ASSERT_HAS(e.msg, j == 0 ? "this is a checkpoint, not an index: give it as --checkpoint"
+                                 : "this is an exclude-seen file, not an index");
+        CU_ASSERT(strstr(e.msg, "cannot read") == NULL);
+    }
+    CU_ASSERT_EQUAL(H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_ALL), 0);
+}
+
 /* The checksum convention of ckpt.h on a hand-computed case: rows are elements of
  * a 1-D dataset, mix(i, fnv1a64(bytes)), summed. */
 static void test_file_checksums(void)
@@ -1237,6 +1360,7 @@ int add_suite_index(void)
     CU_add_test(s, "file_roundtrip", test_file_roundtrip);
     CU_add_test(s, "file_damaged", test_file_damaged);
     CU_add_test(s, "file_identity", test_file_identity);
+    CU_add_test(s, "file_string_attrs", test_file_string_attrs);
     CU_add_test(s, "file_checksums", test_file_checksums);
     if (getenv("MPIREC_INDEX_USERS") && getenv("MPIREC_INDEX_ITEMS"))
         CU_add_test(s, "ml100k_recall", test_ml100k_recall);

@@ -12,7 +12,10 @@
  *                     quantized codes (uint8 [n x d], list order), code_scale,
  *                     code_offset
  * Every dataset has a uint64 attribute `checksum` (wrapping sum over rows of
- * mix(row, fnv1a64(row bytes))). Strings are fixed-length, NUL-terminated ASCII.
+ * mix(row, fnv1a64(row bytes))). Strings are written fixed-length, NUL-terminated
+ * ASCII; the reader takes any string attribute (fixed or variable length, ASCII or
+ * UTF-8 character set), so it also reads the magic of the checkpoint module's files
+ * (UTF-8) and an index whose attributes were rewritten with h5py.
  *
  * Writing: a temporary file next to the target, closed, fsync'ed, renamed over the
  * target, then the directory fsync'ed: a reader sees the old file or the new one.
@@ -476,28 +479,56 @@ static int rattr_num(Rd *r, hid_t loc, const char *name, AKind kind, void *out)
     return rc;
 }
 
+/* A string attribute as any HDF5 writer stores one: fixed-length (NUL-terminated,
+ * NUL- or space-padded) or variable-length, with either character set. Our own
+ * writer uses fixed-length ASCII; the checkpoint module writes UTF-8, and h5py
+ * writes Python strings as variable-length UTF-8. The memory type takes the file
+ * type's character set because HDF5 converts no string between ASCII and UTF-8
+ * (H5Aread fails), and one byte more than the stored size so a string that fills
+ * its whole width keeps its last character. Bytes are copied, not validated: the
+ * values are compared with known strings or printed escaped. */
 static int rattr_str(Rd *r, hid_t loc, const char *name, char *out, size_t cap)
 {
     hid_t a, t, mt = -1;
+    char *buf = NULL, *vs = NULL;
     int rc = open_attr(r, loc, name, &a, &t);
-    if (rc == MR_OK) {
-        size_t sz = H5Tget_size(t);
-        if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) != 0)
-            rc = fmt(r, name, "expected a fixed-length string attribute");
-        else if (sz == 0 || sz > cap)
-            rc = fmt(r, name, "string attribute has an impossible length");
-        else {
-            char *buf = malloc(sz + 1);
-            mt = H5Tcopy(H5T_C_S1);
-            if (!buf || mt < 0 || H5Tset_size(mt, sz) < 0 || H5Aread(a, mt, buf) < 0)
-                rc = fmt(r, name, "cannot read string attribute");
-            else {
-                buf[sz] = '\0';
-                snprintf(out, cap, "%s", buf);
-            }
-            free(buf);
-        }
+    if (rc != MR_OK)
+        goto out;
+    htri_t var = H5Tget_class(t) == H5T_STRING ? H5Tis_variable_str(t) : -1;
+    H5T_cset_t cs = var < 0 ? H5T_CSET_ERROR : H5Tget_cset(t);
+    size_t sz = H5Tget_size(t);
+    const char *v = NULL;
+    if (var < 0 || (cs != H5T_CSET_ASCII && cs != H5T_CSET_UTF8)) {
+        rc = fmt(r, name, "expected a string attribute (ASCII or UTF-8)");
+    } else if (var) {
+        mt = H5Tcopy(H5T_C_S1);
+        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Tset_cset(mt, cs) < 0 ||
+            H5Aread(a, mt, &vs) < 0)
+            rc = fmt(r, name, "cannot read string attribute");
+        v = vs ? vs : "";
+    } else if (sz == 0 || sz > cap) {
+        rc = fmt(r, name, "string attribute has an impossible length");
+    } else {
+        buf = malloc(sz + 1);
+        mt = H5Tcopy(H5T_C_S1);
+        if (!buf || mt < 0 || H5Tset_size(mt, sz + 1) < 0 ||
+            H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 || H5Tset_cset(mt, cs) < 0 ||
+            H5Aread(a, mt, buf) < 0)
+            rc = fmt(r, name, "cannot read string attribute");
+        else
+            buf[sz] = '\0';
+        v = buf;
     }
+    if (rc == MR_OK) {
+        if (strlen(v) >= cap)
+            rc = fmt(r, name, "string attribute is too long");
+        else
+            memcpy(out, v, strlen(v) + 1);
+    }
+out:
+    if (vs)
+        H5free_memory(vs);
+    free(buf);
     close_id(mt);
     close_id(t);
     close_id(a);
@@ -602,9 +633,17 @@ static int read_index(Rd *r, MrIndex *ix)
     if ((rc = rattr_str(r, r->f, "magic", s, sizeof s)))
         return rc;
     if (strcmp(s, MR_INDEX_MAGIC) != 0) {
+        /* the other kinds of mpirec file, by the magic their writers use */
+        const char *hint = !strcmp(s, "MPIREC-CKPT")
+                               ? " (this is a checkpoint, not an index: give it as --checkpoint; "
+                                 "the index is a run's index.h5 or a file written by `mpirec "
+                                 "index`)"
+                           : !strcmp(s, "MPIREC-SEEN")
+                               ? " (this is an exclude-seen file, not an index: the index is the "
+                                 "file without .seen)"
+                               : "";
         char d[700];
-        snprintf(d, sizeof d, "magic is '%.64s', expected '%s'%s", s, MR_INDEX_MAGIC,
-                 strcmp(s, "MPIREC-CKPT") == 0 ? " (this is a checkpoint, not an index)" : "");
+        snprintf(d, sizeof d, "magic is '%.64s', expected '%s'%s", s, MR_INDEX_MAGIC, hint);
         return fmt(r, "not an mpirec index", d);
     }
     int64_t ver;
