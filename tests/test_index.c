@@ -9,8 +9,9 @@
  * on them the index must agree bit for bit (ids, order, scores, ties included).
  *
  * The MovieLens test (ml100k_recall) is registered only when MPIREC_INDEX_USERS and
- * MPIREC_INDEX_ITEMS name .npy files; tests/e2e/index_ml100k.sh produces them with
- * the PyTorch reference and runs it (and fails if it is missing).
+ * MPIREC_INDEX_ITEMS name .npy files; tests/e2e/index_ml100k.sh produces them from a
+ * model that `mpirec train` trains on MovieLens 100K and runs it (and fails if it
+ * did not run).
  */
 #include <CUnit/CUnit.h>
 #include <cblas.h>
@@ -1294,8 +1295,8 @@ static float *read_npy(const char *path, int64_t *rows, int *cols)
     return x;
 }
 
-/* Item embeddings trained by the PyTorch reference on MovieLens 100K, queries its
- * user embeddings: even users are the build sample, odd users held out. Default
+/* Item embeddings trained by `mpirec train` on MovieLens 100K (index_ml100k.sh),
+ * queries the user embeddings of the same model: even users are the build sample, odd users held out. Default
  * ivf settings (float and quantized) reach recall@10 >= 0.95 on the held-out users. */
 static void test_ml100k_recall(void)
 {
