@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -53,6 +54,31 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Bytes the index holds in memory, from its public arrays (what mr_index_build
+ * allocated; the derived search layout included). */
+static double index_bytes(const MrIndex *ix)
+{
+    double n = (double)ix->n, d = ix->d, L = (double)ix->nlist;
+    double cells = (double)ix->nblk * d * MR_INDEX_LANES;
+    double b = n * d * 4 + (double)ix->ids_off[ix->n] + (n + 1) * 8;
+    if (ix->id_order)
+        b += n * 8;
+    if (ix->nlist > 0) {
+        b += L * d * 4 + L * 4 + 2 * (L + 1) * 8 + n * 8; /* centroids, bias, offsets, items */
+        b += ceil(L / MR_INDEX_LANES) * MR_INDEX_LANES * d * 4; /* cent_blk */
+        b += ix->list_emb ? cells * 4 : 0;
+        b += ix->codes ? cells + 2 * d * 4 : 0;
+    }
+    return b;
+}
+
+/* Peak resident set size of this process, MiB. */
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : -1;
 }
 
 /* 1-minute load average (the machine is shared: recorded with every figure). */
@@ -336,10 +362,17 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    /* memory: the index's arrays, and what exact search alone would need (the
+     * embeddings and ids: an exact index is exactly that) */
+    double ib = index_bytes(&ix),
+           eb = (double)o.items * d * 4 + (double)ix.ids_off[ix.n] + (double)(o.items + 1) * 8;
+    fprintf(stderr, "index memory: %.1f MiB (exact: %.1f MiB); peak RSS so far %.0f MiB\n",
+            ib / 1048576, eb / 1048576, peak_rss_mib());
     printf("{\"impl\": \"mpirec\", \"kind\": \"build\", \"items\": %lld, \"dim\": %d, \"nlist\": "
-           "%lld, "
-           "\"quantize\": %d, \"seconds\": %.2f, \"threads\": %d}\n",
-           (long long)o.items, d, (long long)ix.nlist, o.quantize, build_s, maxthr);
+           "%lld, \"quantize\": %d, \"seconds\": %.2f, \"threads\": %d, \"index_mib\": %.1f, "
+           "\"exact_mib\": %.1f, \"load1\": %.2f}\n",
+           (long long)o.items, d, (long long)ix.nlist, o.quantize, build_s, maxthr, ib / 1048576,
+           eb / 1048576, load1());
 
     /* recall as a function of nprobe (thread count does not change results) */
     int64_t L = ix.nlist;
@@ -433,6 +466,9 @@ int main(int argc, char **argv)
         }
         fflush(stdout);
     }
+    printf("{\"impl\": \"mpirec\", \"kind\": \"memory\", \"items\": %lld, \"peak_rss_mib\": "
+           "%.0f}\n",
+           (long long)o.items, peak_rss_mib());
     free(runs);
     free(gt);
     free(it);

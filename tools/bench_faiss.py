@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import resource
 import sys
 import time
 
@@ -89,14 +90,29 @@ def summarize(d):
         return {k: (float(np.median([o["qps"] for o in v])), v) for k, v in by.items()}
 
     mo, mf = med(ours), med(theirs)
-    b = [o for run in ours for o in run if o["kind"] == "build"][0]
+    bs = [o for run in ours for o in run if o["kind"] == "build"]
+    b = bs[0]
     fb = [o for run in theirs for o in run if o["kind"] == "build"]
+    mem = [o for run in ours for o in run if o["kind"] == "memory"]
+    fmem = [o for run in theirs for o in run if o["kind"] == "memory"]
     loads = [o["load1"] for run in ours + theirs for o in run if "load1" in o]
     print(f"{b['items']} items x {b['dim']}, nlist {b['nlist']}; medians over "
           f"{len(ours)} mpirec and {len(theirs)} FAISS runs (each the median of its repeats)"
           + (f"; 1-min load average {min(loads):.1f} .. {max(loads):.1f}" if loads else ""))
-    print(f"mpirec ivf build {b['seconds']:.1f} s" +
-          (f", FAISS {fb[0]['seconds']:.1f} s" if fb else "") + f" ({b['threads']} threads)")
+    secs = [o["seconds"] for o in bs]
+    each = ", ".join(f"{x:.1f}" for x in secs)
+    print(f"ivf build ({b['threads']} threads): mpirec median {np.median(secs):.1f} s (runs: {each})"
+          + (f"; FAISS IndexIVFFlat train + add {fb[0]['seconds']:.1f} s (first run; later runs "
+             f"load it from the cache)" if fb else ""))
+    if "index_mib" in b:
+        line = (f"memory: mpirec exact {b['exact_mib']:.1f} MiB, ivf {b['index_mib']:.1f} MiB"
+                + (f", peak RSS {max(o['peak_rss_mib'] for o in mem):.0f} MiB" if mem else ""))
+        if fmem:
+            f = fmem[0]
+            line += (f"; FAISS IndexFlatIP {f['exact_mib']:.1f} MiB, IndexIVFFlat "
+                     f"{f['index_mib']:.1f} MiB, peak RSS {max(o['peak_rss_mib'] for o in fmem):.0f} MiB "
+                     f"(both indexes held)")
+        print(line)
     print(f"| threads | measure | mpirec nprobe | mpirec recall | mpirec QPS | "
           f"FAISS nprobe | FAISS recall | FAISS QPS | mpirec / FAISS | mpirec ivf / exact |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -172,7 +188,8 @@ def main():
         ivf.add(X)
         build_s = time.perf_counter() - t0
         out.append({"impl": "faiss", "kind": "build", "index": "IndexIVFFlat", "items": n,
-                    "nlist": a.nlist, "seconds": round(build_s, 2), "threads": max(threads)})
+                    "nlist": a.nlist, "seconds": round(build_s, 2), "threads": max(threads),
+                    "load1": os.getloadavg()[0]})
         print(json.dumps(out[-1]), flush=True)
         faiss.write_index(ivf, cache_ix)
 
@@ -224,7 +241,14 @@ def main():
                         "recall": round(rec[t], 4), "qps": round(qps, 1),
                         "load1": os.getloadavg()[0]})
             print(json.dumps(out[-1]), flush=True)
-
+    # memory: the index structures (IndexFlatIP: the vectors; IndexIVFFlat: the
+    # vectors and an int64 id per item in the inverted lists, plus the centroids),
+    # and the process's peak RSS (includes the .npy arrays, as bench_index's does)
+    out.append({"impl": "faiss", "kind": "memory", "items": n,
+                "exact_mib": round(n * d * 4 / 2**20, 1),
+                "index_mib": round((n * d * 4 + n * 8 + a.nlist * d * 4) / 2**20, 1),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
+    print(json.dumps(out[-1]), flush=True)
 
 
 if __name__ == "__main__":
