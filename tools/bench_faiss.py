@@ -113,8 +113,9 @@ def summarize(d):
                      f"{f['index_mib']:.1f} MiB, peak RSS {max(o['peak_rss_mib'] for o in fmem):.0f} MiB "
                      f"(both indexes held)")
         print(line)
-    print(f"| threads | measure | mpirec nprobe | mpirec recall | mpirec QPS | "
-          f"FAISS nprobe | FAISS recall | FAISS QPS | mpirec / FAISS | mpirec ivf / exact |")
+    print(f"| threads | measure | mpirec nprobe | mpirec recall | mpirec QPS (min-max) | "
+          f"FAISS nprobe | FAISS recall | FAISS QPS (min-max) | mpirec / FAISS | "
+          f"mpirec ivf / exact |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for k in sorted(mo, key=lambda k: (k[1], k[0] != "exact", k[2])):
         kind, th, t = k
@@ -128,8 +129,12 @@ def summarize(d):
         rec_f = f"{vf[0]['recall']:.4f}" if vf and "recall" in vf[0] else ""
         ratio = f"{q / qf:.2f}" if qf else "n/a"
         spd = f"{q / ex:.1f}x" if kind == "ivf" and ex else ""
-        print(f"| {th} | {name} | {np_o} | {rec_o} | {q:.0f} | {np_f} | {rec_f} | "
-              f"{(qf or 0):.0f} | {ratio} | {spd} |")
+
+        def rng(vs):
+            qs = [o["qps"] for o in vs] if vs else []
+            return f" ({min(qs):.0f}-{max(qs):.0f})" if len(qs) > 1 else ""
+        print(f"| {th} | {name} | {np_o} | {rec_o} | {q:.0f}{rng(v)} | {np_f} | {rec_f} | "
+              f"{(qf or 0):.0f}{rng(vf)} | {ratio} | {spd} |")
 
 
 def main():

@@ -15,8 +15,8 @@
 # ITEMS ("150000 1000000"), QUERIES (10000), TIME_QUERIES (2000), SWEEP_QUERIES
 # (2000), REPEATS (5), RUNS (3), THREADS ("1,2"), EXTRA (more bench_index args).
 # Writes OUT/n<items>/: {items,queries,gt}.npy, command.txt, mpirec-run<i>.jsonl,
-# faiss-run<i>.jsonl, logs, and table.md (also printed). Slow: about 30 minutes
-# for both sizes with RUNS=3 on 2 cores.
+# faiss-run<i>.jsonl, logs, and table.md (also printed). Slow: about 70 minutes for
+# both sizes with RUNS=3 on the 2 shared cores (2026-11-23; docs/index.md has the results).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-$root/build}
