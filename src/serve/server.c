@@ -70,8 +70,8 @@ static int cmp_rowpos(const void *a, const void *b)
 /* Rows rows[0..n) (any order, repeats allowed) of the float table `path` with D
  * columns into out [n x D]: the distinct rows are sorted and read as runs of
  * consecutive rows with mr_ckpt_read_rows, so no more than the requested rows
- * are read. (mr_ckpt_read_row_list would coalesce nearby rows, but it sizes its
- * staging buffer for n rows and can overrun it when they are spread out.) */
+ * are read. (mr_ckpt_read_row_list would coalesce nearby rows into spans and
+ * read the gaps between them too.) */
 static int read_row_set(MrCkptReader *r, const char *path, int D, const int64_t *rows, int64_t n,
                         float *out, MrErr *e)
 {
