@@ -294,7 +294,7 @@ static int enum_err(MrErr *e, const char *source, const Key *k, const char *got)
 
 static int range_err(MrErr *e, const char *source, const Key *k, double v)
 {
-    return mr_err_set(e, MR_ECONFIG, "%s: %s = %.17g is out of range: expected %.17g to %.17g",
+    return mr_err_set(e, MR_ECONFIG, "%s: %s = %.17g is out of range: expected %.15g to %.15g",
                       source, k->key, v, k->min, k->max);
 }
 
@@ -370,7 +370,7 @@ static int set_value(MrConfig *c, const Key *k, const cJSON *v, const char *sour
                                   k->key, tmp.n);
             if (x->valuedouble < k->min || x->valuedouble > k->max)
                 return mr_err_set(e, MR_ECONFIG,
-                                  "%s: %s[%d] = %.17g is out of range: expected %.17g to %.17g",
+                                  "%s: %s[%d] = %.17g is out of range: expected %.15g to %.15g",
                                   source, k->key, tmp.n, x->valuedouble, k->min, k->max);
             tmp.v[tmp.n++] = (int)x->valuedouble;
         }
@@ -426,6 +426,11 @@ static int apply_object(MrConfig *c, const cJSON *obj, const char *prefix, const
         if (snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", it->string) >=
             (int)sizeof path)
             return mr_err_set(e, MR_ECONFIG, "%s: key path too long near '%s'", source, prefix);
+        /* A repeated name would silently drop one of the two values. */
+        for (const cJSON *prev = obj->child; prev != it; prev = prev->next)
+            if (strcmp(prev->string, it->string) == 0)
+                return mr_err_set(e, MR_ECONFIG, "%s: key '%s' appears twice (which value is meant?)",
+                                  source, path);
         const Key *k = find_key(path);
         if (k) {
             int rc = set_value(c, k, it, source, e);

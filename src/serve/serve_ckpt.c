@@ -261,6 +261,12 @@ static int load_state(MrComm *c, const MrConfig *cfg, const MrDataset *d,
     MrCkptReader *r = NULL;
     if ((rc = mr_ckpt_open(&r, c, info->path, MR_CKPT_MAGIC, MR_CKPT_VERSION, e)))
         return rc;
+    /* The table reads below do not check checksums: verify the whole file first,
+     * so that a damaged checkpoint is refused instead of evaluated or indexed. */
+    if ((rc = mr_ckpt_verify(r, e))) {
+        mr_ckpt_close(&r);
+        return rc;
+    }
     MrCkptMeta m;
     rc = mr_ckpt_state_read_meta(r, &m, NULL, NULL, e);
     if (rc)

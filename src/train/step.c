@@ -14,8 +14,16 @@
  *
  * Buffers: everything is sized by mr_step_reserve from the epoch plan; the step
  * itself never allocates (the communicator's wrappers do not either).
+ *
+ * Fault injection (tests; docs/robustness.md): MPIREC_FAULT_INJECT, the variable
+ * src/ckpt reads (ckpt.h), may also hold  V_WHAT_at_step:N[@R]  with V = nan | inf
+ * and WHAT = loss | grad (the first dense gradient, or the user table's when the
+ * model has no dense layer) | user_grad | item_grad: at step N rank R (every rank
+ * if omitted) overwrites that value just before the agreement, so the real
+ * detection path reports it. Read once, by mr_step_ctx_create.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +31,47 @@
 #include "mpirec/log.h"
 #include "mpirec/train.h"
 #include "step_ctx.h"
+
+static struct {
+    int64_t step; /* 0: no fault */
+    int rank;     /* -1: every rank */
+    int what;     /* 0 loss, 1 grad, 2 user_grad, 3 item_grad */
+    float value;
+} g_fault;
+
+static int fault_load(MrErr *e)
+{
+    static const char *const whats[] = {"loss", "grad", "user_grad", "item_grad"};
+    memset(&g_fault, 0, sizeof g_fault);
+    const char *env = getenv("MPIREC_FAULT_INJECT");
+    for (const char *p = env; p && *p; p += p[strcspn(p, ",")] ? strcspn(p, ",") + 1 : strlen(p)) {
+        size_t n = strcspn(p, ",");
+        if (n < 4 || (strncmp(p, "nan_", 4) && strncmp(p, "inf_", 4)))
+            continue; /* another module's fault (ckpt_...) */
+        char item[128], name[64] = "";
+        snprintf(item, sizeof item, "%.*s", (int)n, p);
+        long long step = 0;
+        int rank = -1, used = 0;
+        int ok = sscanf(item + 4, "%63[a-z_]:%lld%n@%d%n", name, &step, &used, &rank, &used) >= 2 &&
+                 item[4 + used] == '\0' && step > 0 && rank >= -1;
+        size_t nl = strlen(name);
+        ok = ok && nl > 8 && strcmp(name + nl - 8, "_at_step") == 0;
+        name[ok ? nl - 8 : 0] = '\0';
+        g_fault.what = -1;
+        for (int k = 0; ok && k < 4; k++)
+            if (strcmp(name, whats[k]) == 0)
+                g_fault.what = k;
+        if (g_fault.what < 0)
+            return mr_err_set(e, MR_ECONFIG,
+                              "MPIREC_FAULT_INJECT: bad item '%s' (known: "
+                              "nan|inf_loss|grad|user_grad|item_grad_at_step:N[@R])",
+                              item);
+        g_fault.step = step;
+        g_fault.rank = rank;
+        g_fault.value = item[0] == 'n' ? NAN : INFINITY;
+    }
+    return MR_OK;
+}
 
 int mr_state_init(MrState *s, MrComm *c, const MrConfig *cfg, int64_t users, int64_t items,
                   MrErr *e)
@@ -82,7 +131,7 @@ int mr_step_ctx_create(MrStepCtx **px, MrComm *c, const MrConfig *cfg, const MrS
                        const int64_t *item_count, MrErr *e)
 {
     MrStepCtx *x = calloc(1, sizeof *x);
-    int rc = x ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
+    int rc = x ? fault_load(e) : mr_err_set(e, MR_ENOMEM, "out of memory");
     if (!rc) {
         x->cfg = *cfg;
         x->P = c->size;
@@ -101,6 +150,16 @@ int mr_step_ctx_create(MrStepCtx **px, MrComm *c, const MrConfig *cfg, const MrS
         if (!x->counts)
             rc = mr_err_set(e, MR_ENOMEM, "out of memory");
     }
+    /* A k of at least the candidate count is always a hit (TFRS Streaming top-k,
+     * SEMANTICS.md section 2): legal, but worth saying once per run. */
+    for (int k = 0; !rc && x->retrieval && c->rank == 0 && k < cfg->eval.ks.n; k++)
+        if (cfg->eval.ks.v[k] >= s->item.rows - 1) {
+            mr_log(MR_LOG_WARN,
+                   "eval.ks: k = %d is not smaller than the number of candidate items "
+                   "(%lld): top_%d is 1 by definition",
+                   cfg->eval.ks.v[k], (long long)(s->item.rows - 1), cfg->eval.ks.v[k]);
+            break;
+        }
     if (!rc && cfg->loss.logq) {
         /* p_j = count_j / total in float32, as the reference computes it. */
         int64_t rows = s->item.rows;
@@ -299,19 +358,39 @@ int mr_train_step(MrStepCtx *x, MrComm *c, MrState *s, const MrEpochPlan *p, int
     if ((rc = mr_model_backward_towers(m, &v, w, e)))
         return rc;
 
+    if (g_fault.step == step && (g_fault.rank < 0 || g_fault.rank == c->rank)) {
+        size_t nd0 = s->shape.n_dense;
+        if (g_fault.what == 0)
+            ret_loss = g_fault.value;
+        else if (g_fault.what == 1 && nd0 > 0)
+            m->grads[0] = g_fault.value;
+        else if (g_fault.what == 3 && v.ni > 0)
+            w->dI[0] = g_fault.value;
+        else if (v.nu > 0)
+            w->dU[0] = g_fault.value;
+    }
+
     /* agreement: loss parts, local non-finite gradients, stop signal. Local dense
      * gradients are checked here too, so that the dense allreduce below can overlap
      * the embedding updates: if every rank's part is finite, only an overflow of
      * their sum can still be non-finite, and that is caught before the dense update
      * (the run then stops without writing a checkpoint of this state). */
     size_t nd = s->shape.n_dense;
-    int bad_emb = !all_finite(w->dU, v.nu * s->shape.D) || !all_finite(w->dI, v.ni * s->shape.D) ||
-                  (s->has_text && !all_finite(w->dTk, v.nt * s->shape.T));
+    /* bad_emb: bit 0 user, 1 item, 2 text table (summed per table in agree[6..8]) */
+    int bad_emb = (all_finite(w->dU, v.nu * s->shape.D) ? 0 : 1) |
+                  (all_finite(w->dI, v.ni * s->shape.D) ? 0 : 2) |
+                  (s->has_text && !all_finite(w->dTk, v.nt * s->shape.T) ? 4 : 0);
     int bad_dense = !all_finite(m->grads, (int64_t)nd);
-    double agree[6] = {ret_loss,          sse, (double)bad_emb, (double)bad_dense,
+    double agree[9] = {ret_loss,
+                       sse,
+                       (double)(bad_emb != 0),
+                       (double)bad_dense,
                        (double)((flags & MR_STEP_STOP) != 0),
-                       (double)((flags & MR_STEP_CHECKPOINT) != 0)};
-    if ((rc = mr_comm_allreduce_f64(c, agree, 6, MR_SUM, e)))
+                       (double)((flags & MR_STEP_CHECKPOINT) != 0),
+                       (double)(bad_emb & 1),
+                       (double)(bad_emb >> 1 & 1),
+                       (double)(bad_emb >> 2)};
+    if ((rc = mr_comm_allreduce_f64(c, agree, 9, MR_SUM, e)))
         return rc;
     double loss = agree[0] + (x->rating ? x->w_rat * agree[1] / (double)G : 0);
     if (!isfinite(loss))
@@ -321,25 +400,26 @@ int mr_train_step(MrStepCtx *x, MrComm *c, MrState *s, const MrEpochPlan *p, int
                           (long long)step, isnan(loss) ? "NaN" : "infinite", agree[0], agree[1]);
     if (agree[2] > 0)
         return mr_err_set(e, MR_ENUMERIC,
-                          "step %lld: non-finite gradient of an embedding table (user, item or "
-                          "text rows) on %d rank(s); no parameter was updated",
-                          (long long)step, (int)agree[2]);
+                          "step %lld: non-finite gradient of the %s embedding table on %d "
+                          "rank(s); no parameter was updated",
+                          (long long)step,
+                          agree[6] > 0 ? "user" : agree[7] > 0 ? "item" : "text token",
+                          (int)agree[2]);
     if (agree[3] > 0) {
-        char name[128] = "a dense layer";
-        if (bad_dense) {
-            size_t at = 0;
-            while (at < nd && isfinite(m->grads[at]))
-                at++;
-            mr_model_param_name(&s->shape, at, name, sizeof name);
-        }
-        int who = bad_dense ? c->rank : c->size;
-        int64_t w64 = who;
-        if ((rc = mr_comm_allreduce_i64(c, &w64, 1, MR_MIN, e)))
+        /* The lowest rank with a bad dense gradient names its first bad entry
+         * (key = rank * (nd + 1) + offset; every rank has the same shapes). */
+        size_t at = 0;
+        while (bad_dense && at < nd && isfinite(m->grads[at]))
+            at++;
+        int64_t key = bad_dense ? (int64_t)c->rank * (int64_t)(nd + 1) + (int64_t)at : INT64_MAX;
+        if ((rc = mr_comm_allreduce_i64(c, &key, 1, MR_MIN, e)))
             return rc;
+        char name[128];
+        mr_model_param_name(&s->shape, (size_t)(key % (int64_t)(nd + 1)), name, sizeof name);
         return mr_err_set(e, MR_ENUMERIC,
                           "step %lld: non-finite gradient in %s (rank %lld); no parameter was "
                           "updated",
-                          (long long)step, name, (long long)w64);
+                          (long long)step, name, (long long)(key / (int64_t)(nd + 1)));
     }
 
     /* dense allreduce overlapped with the embedding exchanges and updates */
