@@ -30,11 +30,49 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
+/* HDF5 1.10 leaks metadata-cache entries whose load fails on a damaged file (in
+ * H5C_protect). find_latest and verify never let HDF5 parse a file whose digest
+ * failed, but mr_ckpt_open (which does not read the whole file) and inspect do.
+ * Under AddressSanitizer those calls on deliberately damaged files are exempt
+ * from leak checking; our own leaks of HDF5 ids are caught by no_open_ids(), the
+ * suite's last test. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HAVE_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAVE_LSAN 1
+#endif
+#endif
+#ifdef HAVE_LSAN
+#include <sanitizer/lsan_interface.h>
+/* HDF5 recycles freed blocks through its own free lists; with the limits at 0
+ * (and the lists emptied) a block leaked here was really allocated here. */
+#define DAMAGED_BEGIN()                                                                            \
+    do {                                                                                           \
+        H5set_free_list_limits(0, 0, 0, 0, 0, 0);                                                  \
+        H5garbage_collect();                                                                       \
+        __lsan_disable();                                                                          \
+    } while (0)
+#define DAMAGED_END() __lsan_enable()
+#else
+#define DAMAGED_BEGIN() ((void)0)
+#define DAMAGED_END()   ((void)0)
+#endif
+
+/* Every HDF5 file, dataset, group, attribute... we opened is closed again. */
+static void no_open_ids(void)
+{
+    ssize_t n = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_ALL);
+    if (n != 0)
+        fprintf(stderr, "\n  %zd HDF5 ids still open\n", n);
+    CU_ASSERT_EQUAL(n, 0);
+}
+
 #define ASSERT_HAS(msg, needle)                                                                    \
     do {                                                                                           \
         const char *m_ = (msg);                                                                    \
         if (!strstr(m_, (needle)))                                                                 \
-            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                       \
+            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                         \
         CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
     } while (0)
 
@@ -123,7 +161,10 @@ static char *capture_end(void)
 }
 
 /* Deterministic values. */
-static float fval(int64_t r, int64_t c, int salt) { return (float)(r * 100 + c) * 0.5f + (float)salt; }
+static float fval(int64_t r, int64_t c, int salt)
+{
+    return (float)(r * 100 + c) * 0.5f + (float)salt;
+}
 
 /* A small checkpoint: /params/w [R x D] f32, /optim/acc [R x D] f32, /data/cursor
  * i64[3], /vocab/user strings, /meta step/epoch/config. */
@@ -210,9 +251,9 @@ static void test_roundtrip_types(void)
         MrErr e;
         mr_err_clear(&e);
         MrCkptWriter *w = NULL;
-        CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, comm, dir, "ckpt-1", MR_CKPT_MAGIC,
-                                                  MR_CKPT_VERSION, &e),
-                              MR_OK);
+        CU_ASSERT_EQUAL_FATAL(
+            mr_ckpt_writer_open(&w, comm, dir, "ckpt-1", MR_CKPT_MAGIC, MR_CKPT_VERSION, &e),
+            MR_OK);
         enum { R = 37, C = 3 };
         float f32[R * C];
         double f64[R * C];
@@ -361,13 +402,23 @@ static void test_roundtrip_types(void)
     }
 }
 
+/* The round trips again with 40-byte transfer slabs (MPIREC_CKPT_SLAB): every
+ * read and write loops over many slabs. */
+static void test_roundtrip_small_slabs(void)
+{
+    setenv("MPIREC_CKPT_SLAB", "40", 1);
+    test_roundtrip_types();
+    unsetenv("MPIREC_CKPT_SLAB");
+}
+
 /* String tables: empty strings, bytes >= 0x80 (not valid UTF-8 either), a table
  * of only empty strings, and a table with no strings; whole and partial reads. */
 static void test_strings(void)
 {
     const char *dir = fresh_dir("strings");
     MrErr e;
-    const char *words[] = {"", "x", "", "\xc3\xa9t\xc3\xa9", "\x80\xff\xfe", "long string with spaces", ""};
+    const char *words[] = {
+        "", "x", "", "\xc3\xa9t\xc3\xa9", "\x80\xff\xfe", "long string with spaces", ""};
     enum { N = 7 };
     char bytes[128];
     int64_t off[N + 1] = {0};
@@ -468,7 +519,8 @@ static void test_bad_arguments(void)
     CU_ASSERT_EQUAL(mr_ckpt_writer_open(&w, NULL, dir, "bad/name", MR_CKPT_MAGIC, 1, &e),
                     MR_EINTERNAL);
     CU_ASSERT_PTR_NULL(w);
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-1", MR_CKPT_MAGIC, 1, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-1", MR_CKPT_MAGIC, 1, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_root(w, "a//b", MR_F32, 2, 4, v, &e), MR_EINTERNAL);
     ASSERT_HAS(e.msg, "bad dataset path");
     /* Sticky: the next call repeats the failure. */
@@ -479,14 +531,16 @@ static void test_bad_arguments(void)
     CU_ASSERT(!file_exists(dir, "ckpt-1.h5.tmp"));
     CU_ASSERT(!file_exists(dir, "ckpt-1.h5"));
 
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-2", MR_CKPT_MAGIC, 1, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-2", MR_CKPT_MAGIC, 1, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_rows(w, "x", MR_F32, 2, 4, 1, 1, 2, v, &e), MR_EINTERNAL);
     ASSERT_HAS(e.msg, "do not fit in 2 rows");
     mr_ckpt_writer_abort(&w);
     CU_ASSERT_PTR_NULL(w);
     CU_ASSERT(!file_exists(dir, "ckpt-2.h5.tmp"));
 
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-3", MR_CKPT_MAGIC, 1, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-3", MR_CKPT_MAGIC, 1, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_root(w, "x", MR_F32, 2, 4, v, &e), MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_root(w, "x", MR_F32, 2, 4, v, &e), MR_EINTERNAL);
     ASSERT_HAS(e.msg, "written twice");
@@ -497,8 +551,9 @@ static void test_bad_arguments(void)
 /* ---- corruption --------------------------------------------------------------- */
 
 /* One flipped byte inside a dataset's data (located with H5Dget_offset): open
- * works, verify and read_all name the dataset, inspect marks it, find_latest
- * skips the file. Nothing on stderr. */
+ * works, verify fails on the digest (pointing at inspect), read_all names the
+ * dataset, inspect marks exactly that dataset, find_latest skips the file.
+ * Nothing on stderr. */
 static void test_flip_data_byte(void)
 {
     const char *dir = fresh_dir("flipdata");
@@ -529,14 +584,17 @@ static void test_flip_data_byte(void)
     }
     mr_ckpt_close(&r);
     MrCkptReport rep;
+    DAMAGED_BEGIN();
     int rc_insp = mr_ckpt_inspect(path, 1, &rep, &e);
+    DAMAGED_END();
     char found[1200], skipped[4096];
     int rc_find = mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e);
     char *err = capture_end();
 
     CU_ASSERT_EQUAL(rc_open, MR_OK);
     CU_ASSERT_EQUAL(rc_verify, MR_EFORMAT);
-    ASSERT_HAS(verify_msg, "checksum mismatch in dataset /params/w");
+    ASSERT_HAS(verify_msg, "is corrupt: its digest does not match");
+    ASSERT_HAS(verify_msg, "mpirec inspect");
     CU_ASSERT_EQUAL(rc_read, MR_EFORMAT);
     ASSERT_HAS(read_msg, "checksum mismatch in dataset /params/w");
     CU_ASSERT_EQUAL(rc_insp, MR_EFORMAT);
@@ -579,10 +637,12 @@ static void test_flip_anywhere(void)
         spit(bad, orig, n);
         orig[pos] ^= 0x5a;
         MrCkptReader *r = NULL;
+        DAMAGED_BEGIN(); /* mr_ckpt_open lets HDF5 parse damaged metadata */
         int rc = mr_ckpt_open(&r, NULL, bad, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e);
         if (!rc)
             rc = mr_ckpt_verify(r, &e);
         mr_ckpt_close(&r);
+        DAMAGED_END();
         if (rc == MR_OK) {
             undetected++;
             if (first_undetected < 0)
@@ -590,8 +650,10 @@ static void test_flip_anywhere(void)
         }
         if (pos % 41 == 0) {
             MrCkptReport rep;
+            DAMAGED_BEGIN();
             if (mr_ckpt_inspect(bad, 1, &rep, &e) == MR_OK)
                 inspect_ok++;
+            DAMAGED_END();
             mr_ckpt_report_free(&rep);
             char found[1200];
             mr_ckpt_find_latest(sub, found, sizeof found, NULL, 0, &e);
@@ -642,7 +704,9 @@ static void test_truncated(void)
         snprintf(msgs[i], sizeof msgs[i], "%s", e.msg);
         mr_ckpt_close(&r);
         MrCkptReport rep;
+        DAMAGED_BEGIN();
         icodes[i] = mr_ckpt_inspect(bad, 1, &rep, &e);
+        DAMAGED_END();
         mr_ckpt_report_free(&rep);
     }
     char *err = capture_end();
@@ -673,25 +737,29 @@ static void test_find_latest(void)
     char found[1200], skipped[8192], p[1200];
     for (int s = 1; s <= 3; s++)
         CU_ASSERT_EQUAL_FATAL(write_small(NULL, dir, s, "latest", 0, &e), MR_OK);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-3.h5");
     CU_ASSERT_STRING_EQUAL(skipped, "");
 
     /* latest points at 2: it wins over the newer 3 (the pointer is the truth). */
     snprintf(p, sizeof p, "%s/latest", dir);
     spit(p, "ckpt-2.h5\n", 10);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-2.h5");
 
     /* No latest: scan by step. */
     unlink(p);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-3.h5");
 
     /* An uncommitted newer .tmp is ignored. */
     snprintf(p, sizeof p, "%s/ckpt-4.h5.tmp", dir);
     spit(p, "partial", 7);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-3.h5");
 
     /* latest -> corrupt 3: fall back to 2. */
@@ -712,11 +780,13 @@ static void test_find_latest(void)
     /* latest -> a missing file, and latest holding a path: fall back. */
     snprintf(p, sizeof p, "%s/latest", dir);
     spit(p, "ckpt-99.h5", 10);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-2.h5");
     ASSERT_HAS(skipped, "No such file");
     spit(p, "../elsewhere.h5\n", 16);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     ASSERT_HAS(found, "/ckpt-2.h5");
     ASSERT_HAS(skipped, "latest: does not hold a file name");
 
@@ -725,7 +795,8 @@ static void test_find_latest(void)
     truncate(p, 1000);
     snprintf(p, sizeof p, "%s/ckpt-1.h5", dir);
     truncate(p, 0);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(dir, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     CU_ASSERT_STRING_EQUAL(found, "");
     ASSERT_HAS(skipped, "ckpt-3.h5: ");
     ASSERT_HAS(skipped, "ckpt-2.h5: ");
@@ -734,7 +805,8 @@ static void test_find_latest(void)
 
     /* No directory at all: no checkpoint, not an error. */
     snprintf(p, sizeof p, "%s/does-not-exist", dir);
-    CU_ASSERT_EQUAL(mr_ckpt_find_latest(p, found, sizeof found, skipped, sizeof skipped, &e), MR_OK);
+    CU_ASSERT_EQUAL(mr_ckpt_find_latest(p, found, sizeof found, skipped, sizeof skipped, &e),
+                    MR_OK);
     CU_ASSERT_STRING_EQUAL(found, "");
 }
 
@@ -783,13 +855,15 @@ static void test_magic_version(void)
     MrErr e;
     MrCkptWriter *w = NULL;
     int64_t x[2] = {1, 2};
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "index", MR_INDEX_MAGIC,
-                                              MR_INDEX_VERSION, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        mr_ckpt_writer_open(&w, NULL, dir, "index", MR_INDEX_MAGIC, MR_INDEX_VERSION, &e), MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_write_root(w, "x", MR_I64, 2, 0, x, &e), MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_writer_commit(&w, NULL, 0, &e), MR_OK);
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-1", MR_CKPT_MAGIC, 99, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-1", MR_CKPT_MAGIC, 99, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_writer_commit(&w, NULL, 0, &e), MR_OK);
-    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-0", MR_CKPT_MAGIC, 0, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_open(&w, NULL, dir, "ckpt-0", MR_CKPT_MAGIC, 0, &e),
+                          MR_OK);
     CU_ASSERT_EQUAL(mr_ckpt_writer_commit(&w, NULL, 0, &e), MR_OK);
 
     char p[1200];
@@ -848,9 +922,10 @@ static void test_fault_injection(void)
     MrErr e;
     CU_ASSERT_EQUAL_FATAL(write_small(g_test_comm, dir, 1, "latest", 3, &e), MR_OK);
     const char *items[] = {"ckpt_write_after:0", "ckpt_write_after:900", "ckpt_commit:close",
-                           "ckpt_commit:fsync", "ckpt_commit:rename", "ckpt_commit:latest"};
-    const char *expect[] = {"injected", "injected", "cannot close", "cannot fsync",
-                            "cannot rename", "cannot update latest"};
+                           "ckpt_commit:fsync",  "ckpt_commit:rename",   "ckpt_commit:latest"};
+    /* (ckpt_commit:lose needs P > 1: test_mpi_ckpt.c) */
+    const char *expect[] = {"injected",     "injected",      "cannot close",
+                            "cannot fsync", "cannot rename", "cannot update latest"};
     for (int mode = 0; mode < 2; mode++)
         for (int i = 0; i < 6; i++) {
             setenv("MPIREC_FAULT_INJECT", items[i], 1);
@@ -862,6 +937,8 @@ static void test_fault_injection(void)
             ASSERT_HAS(e.msg, "MPIREC_FAULT_INJECT=");
             CU_ASSERT(!file_exists(dir, "ckpt-2.h5.tmp"));
             CU_ASSERT_EQUAL(file_exists(dir, "ckpt-2.h5"), i == 5);
+            if (i >= 2) /* commit stages: the prefix says what state is left */
+                ASSERT_HAS(e.msg, i == 5 ? "was written, but" : "not committed");
             char *l = latest_text(dir);
             CU_ASSERT_STRING_EQUAL(l, "ckpt-1.h5\n");
             free(l);
@@ -884,27 +961,30 @@ static void test_fault_injection(void)
     unsetenv("MPIREC_FAULT_INJECT");
 }
 
-/* A real full disk: a 256 KiB tmpfs holds one small checkpoint; writing a 1 MiB
- * table then fails with ENOSPC, through plain HDF5 and through MPI-IO. Needs
- * mount(2) (root in this container); says so on stdout when it cannot. */
+/* A real full disk: a 12 MiB tmpfs holds one small checkpoint; writing a 16 MiB
+ * table then fails with ENOSPC (the space reservation reports it before any
+ * byte of the table is written), with the serial writer and with a
+ * communicator of one rank. Needs mount(2) (root in this container); says so on
+ * stdout when it cannot. */
 static void test_disk_full_tmpfs(void)
 {
     const char *dir = fresh_dir("diskfull");
-    if (mount("tmpfs", dir, "tmpfs", 0, "size=256k") != 0) {
+    umount2(dir, MNT_DETACH); /* a mount left by an interrupted run */
+    if (mount("tmpfs", dir, "tmpfs", 0, "size=12m") != 0) {
         printf("\n  [tmpfs not mountable here (%s): the injected-failure test covers this]\n",
                strerror(errno));
         return;
     }
     MrErr e;
     CU_ASSERT_EQUAL(write_small(NULL, dir, 1, "latest", 3, &e), MR_OK);
-    float *big = calloc(1 << 18, sizeof *big);
+    float *big = calloc(1 << 22, sizeof *big);
     for (int mode = 0; mode < 2; mode++) {
         MrComm *comm = mode ? g_test_comm : NULL;
         MrCkptWriter *w = NULL;
         capture_begin();
         int rc = mr_ckpt_writer_open(&w, comm, dir, "ckpt-2", MR_CKPT_MAGIC, 1, &e);
         if (!rc)
-            rc = mr_ckpt_write_root(w, "params/big", MR_F32, 1 << 16, 4, big, &e);
+            rc = mr_ckpt_write_root(w, "params/big", MR_F32, 1 << 20, 4, big, &e);
         char msg[MR_ERR_SIZE];
         snprintf(msg, sizeof msg, "%s", e.msg);
         int rc2 = w ? mr_ckpt_writer_commit(&w, "latest", 3, &e) : rc;
@@ -913,8 +993,8 @@ static void test_disk_full_tmpfs(void)
         CU_ASSERT_EQUAL(rc2, MR_EIO);
         ASSERT_HAS(msg, "ckpt-2.h5.tmp");
         ASSERT_HAS(msg, "params/big");
-        if (mode == 0)
-            ASSERT_HAS(msg, "No space left on device");
+        ASSERT_HAS(msg, "No space left on device");
+        ASSERT_HAS(msg, "MiB free on the file system");
         CU_ASSERT_STRING_EQUAL(err, "");
         free(err);
         CU_ASSERT(!file_exists(dir, "ckpt-2.h5.tmp"));
@@ -1012,8 +1092,8 @@ static void test_inspect_report(void)
     CU_ASSERT_EQUAL(rep.header_bytes, rep.file_bytes);
     CU_ASSERT_STRING_EQUAL(rep.magic, MR_CKPT_MAGIC);
     CU_ASSERT_EQUAL(rep.version, MR_CKPT_VERSION);
-    const char *names[] = {"/created", "/format_version", "/magic", "/writer", "/meta/config",
-                           "/meta/epoch", "/meta/step"};
+    const char *names[] = {"/created",     "/format_version", "/magic",    "/writer",
+                           "/meta/config", "/meta/epoch",     "/meta/step"};
     CU_ASSERT_EQUAL_FATAL(rep.nattrs, 7);
     for (int i = 0; i < 7; i++)
         CU_ASSERT_STRING_EQUAL(rep.attrs[i].name, names[i]);
@@ -1044,12 +1124,45 @@ static void test_inspect_report(void)
     mr_ckpt_report_free(&rep);
 }
 
+/* read_row_list merges nearby rows into one range read: a few rows spaced just
+ * under the merge gap span far more rows than were asked for. The staging buffer
+ * must hold the whole span (an overrun here was found by ASan in serving). */
+static void test_row_list_sparse(void)
+{
+    const char *dir = fresh_dir("rowlist-sparse");
+    MrErr e;
+    mr_err_clear(&e);
+    enum { R = 20000, C = 32 };
+    float *t = malloc((size_t)R * C * sizeof *t);
+    for (int64_t i = 0; i < (int64_t)R * C; i++)
+        t[i] = (float)i;
+    MrCkptWriter *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(
+        mr_ckpt_writer_open(&w, NULL, dir, "ckpt-1", MR_CKPT_MAGIC, MR_CKPT_VERSION, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_write_root(w, "tab", MR_F32, R, C, t, &e), MR_OK);
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_writer_commit(&w, "latest", 3, &e), MR_OK);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/ckpt-1.h5", dir);
+    MrCkptReader *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(mr_ckpt_open(&r, NULL, path, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e), MR_OK);
+    /* 64 KiB gap / 128-byte rows = 512 rows: spacing 500 merges them all. */
+    int64_t rows[6] = {19000, 500, 3000, 1000, 1500, 2500};
+    float got[6 * C];
+    CU_ASSERT_EQUAL(mr_ckpt_read_row_list(r, "tab", MR_F32, rows, 6, got, &e), MR_OK);
+    for (int k = 0; k < 6; k++)
+        for (int j = 0; j < C; j++)
+            CU_ASSERT_EQUAL(got[k * C + j], (float)(rows[k] * C + j));
+    mr_ckpt_close(&r);
+    free(t);
+}
+
 int add_suite_ckpt(void)
 {
     CU_pSuite s = CU_add_suite("ckpt", NULL, NULL);
     if (!s)
         return -1;
     if (!CU_add_test(s, "roundtrip_types", test_roundtrip_types) ||
+        !CU_add_test(s, "roundtrip_small_slabs", test_roundtrip_small_slabs) ||
         !CU_add_test(s, "strings", test_strings) || !CU_add_test(s, "deflate", test_deflate) ||
         !CU_add_test(s, "bad_arguments", test_bad_arguments) ||
         !CU_add_test(s, "flip_data_byte", test_flip_data_byte) ||
@@ -1061,7 +1174,9 @@ int add_suite_ckpt(void)
         !CU_add_test(s, "fault_injection", test_fault_injection) ||
         !CU_add_test(s, "disk_full_tmpfs", test_disk_full_tmpfs) ||
         !CU_add_test(s, "dir_lock", test_dir_lock) ||
-        !CU_add_test(s, "inspect_report", test_inspect_report))
+        !CU_add_test(s, "inspect_report", test_inspect_report) ||
+        !CU_add_test(s, "row_list_sparse", test_row_list_sparse) ||
+        !CU_add_test(s, "no_open_ids", no_open_ids))
         return -1;
     return 0;
 }

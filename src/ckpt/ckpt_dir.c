@@ -302,8 +302,8 @@ int mr_ckpt_dir_lock(const char *dir, const char *owner_text, MrCkptLock **lock,
     if (len >= (int)sizeof rec)
         len = (int)sizeof rec - 1;
     if (ftruncate(l->fd, 0) != 0 || pwrite(l->fd, rec, (size_t)len, 0) != len) {
-        rc = mr_err_set(e, MR_EIO, "cannot write the owner record %s: %s", l->path,
-                        strerror(errno));
+        rc =
+            mr_err_set(e, MR_EIO, "cannot write the owner record %s: %s", l->path, strerror(errno));
         close(l->fd);
         free(l);
         return rc;

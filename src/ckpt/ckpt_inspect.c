@@ -22,7 +22,7 @@
 typedef struct Insp {
     MrCkptReport *rep;
     MrErr *e;
-    int first;       /* first problem's code */
+    int first; /* first problem's code */
     int64_t cap_attrs;
     int oom;
 } Insp;
@@ -130,8 +130,7 @@ static herr_t attr_cb(hid_t loc, const char *name, const H5A_info_t *info, void 
         }
         if (bad) {
             if (!e2.code)
-                ck_h5_fail(&e2, MR_EFORMAT, "%s: cannot read attribute %s", s->rep->path,
-                           ai->name);
+                ck_h5_fail(&e2, MR_EFORMAT, "%s: cannot read attribute %s", s->rep->path, ai->name);
             problem(s, &e2);
         }
     }
@@ -196,12 +195,12 @@ static void describe_dataset(Insp *s, hid_t file, const char *path, MrCkptDatase
             unsigned flags = 0, cfg = 0;
             size_t nel = 0;
             char fname[32] = "";
-            H5Z_filter_t f = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nel, NULL, sizeof fname,
-                                            fname, &cfg);
-            const char *fn = f == H5Z_FILTER_DEFLATE       ? "deflate"
-                             : f == H5Z_FILTER_SHUFFLE     ? "shuffle"
-                             : f == H5Z_FILTER_FLETCHER32  ? "fletcher32"
-                                                           : "filter";
+            H5Z_filter_t f =
+                H5Pget_filter2(dcpl, (unsigned)i, &flags, &nel, NULL, sizeof fname, fname, &cfg);
+            const char *fn = f == H5Z_FILTER_DEFLATE      ? "deflate"
+                             : f == H5Z_FILTER_SHUFFLE    ? "shuffle"
+                             : f == H5Z_FILTER_FLETCHER32 ? "fletcher32"
+                                                          : "filter";
             len += snprintf(d->layout + len, sizeof d->layout - (size_t)len, "+%s", fn);
         }
         H5Pclose(dcpl);

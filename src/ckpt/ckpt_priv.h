@@ -62,9 +62,9 @@ int ck_allreduce_u64_sum(MrComm *comm, uint64_t *v, MrErr *e);
 
 /* ---- header (user block) and digest ---- */
 typedef struct CkHeader {
-    char kind[64];       /* magic of the file */
-    int64_t bytes;       /* total file size */
-    int64_t block;       /* digest block size */
+    char kind[64]; /* magic of the file */
+    int64_t bytes; /* total file size */
+    int64_t block; /* digest block size */
     uint64_t digest;
 } CkHeader;
 /* Render the 512-byte user block. */
@@ -77,19 +77,19 @@ int ck_header_parse(const unsigned char *ub, size_t n, CkHeader *h, char *why, s
 uint64_t ck_block_hash(const unsigned char *p, size_t len);
 /* Digest contribution of blocks [b0, b1) of the body of the open file fd (body =
  * bytes [MR_CKPT_USERBLOCK, size)). MR_EIO/MR_EFORMAT on read errors. */
-int ck_digest_range(int fd, const char *path, int64_t size, int64_t b0, int64_t b1,
-                    uint64_t *sum, MrErr *e);
+int ck_digest_range(int fd, const char *path, int64_t size, int64_t b0, int64_t b1, uint64_t *sum,
+                    MrErr *e);
 /* Full digest of a file using every rank of comm (comm NULL: this process). */
 int ck_digest_file(MrComm *comm, const char *path, int64_t size, uint64_t *digest, MrErr *e);
 
 /* ---- fault injection (MPIREC_FAULT_INJECT) ---- */
 typedef struct CkFault {
-    int64_t write_after;  /* -1: off */
-    int commit_stage;     /* 0 none, else CK_STAGE_* */
-    char text[128];       /* the item, for messages */
+    int64_t write_after; /* -1: off */
+    int commit_stage;    /* 0 none, else CK_STAGE_* */
+    char text[128];      /* the item, for messages */
     char commit_text[128];
 } CkFault;
-enum { CK_STAGE_CLOSE = 1, CK_STAGE_FSYNC, CK_STAGE_RENAME, CK_STAGE_LATEST };
+enum { CK_STAGE_CLOSE = 1, CK_STAGE_FSYNC, CK_STAGE_RENAME, CK_STAGE_LATEST, CK_STAGE_LOSE };
 /* Read the variable for this rank. MR_ECONFIG when malformed. */
 int ck_fault_load(CkFault *f, int rank, MrErr *e);
 
@@ -100,6 +100,35 @@ int ck_fsync_dir(const char *dir, MrErr *e);
 int ck_join(char *out, size_t n, const char *dir, const char *name, MrErr *e);
 /* Write a small file atomically: tmp, fsync, rename, fsync dir. */
 int ck_write_small_file(const char *dir, const char *name, const char *text, MrErr *e);
+
+/* ---- row progressions and windows (the redistribution of strided rows) ---- */
+/* One rank's rows of a dataset: first + k*stride, k < n. */
+typedef struct Prog {
+    int64_t first, stride, n;
+} Prog;
+
+/* How many of g's rows fall in [ta, tb), and the index k of the first one. */
+static inline int64_t prog_range(const Prog *g, int64_t ta, int64_t tb, int64_t *k0)
+{
+    *k0 = 0;
+    if (g->n <= 0 || tb <= ta || tb - 1 < g->first)
+        return 0;
+    int64_t lo = g->first >= ta ? 0 : (ta - g->first + g->stride - 1) / g->stride;
+    int64_t hi = (tb - 1 - g->first) / g->stride;
+    if (hi > g->n - 1)
+        hi = g->n - 1;
+    if (hi < lo)
+        return 0;
+    *k0 = lo;
+    return hi - lo + 1;
+}
+
+/* Rank q's block of the window [a, b): [a + (b-a)q/P, a + (b-a)(q+1)/P). */
+static inline void window_block(int64_t a, int64_t b, int q, int P, int64_t *ta, int64_t *tb)
+{
+    *ta = a + (b - a) * q / P;
+    *tb = a + (b - a) * (q + 1) / P;
+}
 
 /* ---- reading internals (ckpt_read.c) ---- */
 /* Check the user block of `path` with plain POSIX reads: *has = 1 (mpirec header,
@@ -129,6 +158,19 @@ int ck_read_rows_once(hid_t ds, hid_t mt, int nd, const hsize_t *dims, int64_t r
                       int64_t cnt, void *buf, hid_t dxpl);
 /* Rows per transfer slab for rows of rb bytes. */
 int64_t ck_slab_rows(size_t rb);
+/* Rows per rank per window of the strided-row redistribution: 16 MiB (smaller
+ * than a slab: the exchange buffers are touched once and stay warm). */
+int64_t ck_window_rows(size_t rb);
+
+/* A buffer kept for the life of a writer or reader (fresh pages are costly to
+ * touch: on the benchmark VM about 1 s per GB). */
+typedef struct CkBuf {
+    void *p;
+    size_t n;
+} CkBuf;
+/* Grow to at least n bytes (keeps the contents). 0 on success, -1 out of memory. */
+int ck_buf_reserve(CkBuf *b, size_t n);
+void ck_buf_free(CkBuf *b);
 
 /* Serial open of a candidate whose digest is checked before HDF5 parses it. */
 int ck_open_checked(MrCkptReader **r, const char *path, const char *magic, int version, MrErr *e);

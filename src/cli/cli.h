@@ -61,5 +61,8 @@ struct MrDataSummary;
 /* Log the ingestion summary lines (rank 0 prints them). */
 void cli_print_data_summary(const struct MrDataSummary *s);
 int cmd_inspect(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_index(int argc, char **argv);
+int cmd_recommend(int argc, char **argv);
 
 #endif

@@ -77,12 +77,24 @@ static void json_str(FILE *f, const char *str)
             s++;
         } else if (c < 0x20) {
             switch (c) {
-            case '\n': fputs("\\n", f); break;
-            case '\r': fputs("\\r", f); break;
-            case '\t': fputs("\\t", f); break;
-            case '\b': fputs("\\b", f); break;
-            case '\f': fputs("\\f", f); break;
-            default: fprintf(f, "\\u%04x", c); break;
+            case '\n':
+                fputs("\\n", f);
+                break;
+            case '\r':
+                fputs("\\r", f);
+                break;
+            case '\t':
+                fputs("\\t", f);
+                break;
+            case '\b':
+                fputs("\\b", f);
+                break;
+            case '\f':
+                fputs("\\f", f);
+                break;
+            default:
+                fprintf(f, "\\u%04x", c);
+                break;
             }
             s++;
         } else if (c < 0x80) {
@@ -113,9 +125,15 @@ static void json_num(FILE *f, double v)
 static void json_attr_value(FILE *f, const MrCkptAttrInfo *a)
 {
     switch (a->kind) {
-    case MR_CKPT_VAL_INT: fprintf(f, "%" PRId64, a->i); break;
-    case MR_CKPT_VAL_FLOAT: json_num(f, a->f); break;
-    default: json_str(f, a->s); break;
+    case MR_CKPT_VAL_INT:
+        fprintf(f, "%" PRId64, a->i);
+        break;
+    case MR_CKPT_VAL_FLOAT:
+        json_num(f, a->f);
+        break;
+    default:
+        json_str(f, a->s);
+        break;
     }
 }
 
@@ -128,7 +146,8 @@ static void print_json(FILE *f, const MrCkptReport *r, int rc, const MrErr *e, i
 {
     fputs("{\"file\": ", f);
     json_str(f, r->path);
-    fprintf(f, ", \"bytes\": %" PRId64 ", \"ok\": %s, \"exit_code\": %d, \"error\": ", r->file_bytes,
+    fprintf(f,
+            ", \"bytes\": %" PRId64 ", \"ok\": %s, \"exit_code\": %d, \"error\": ", r->file_bytes,
             rc == 0 ? "true" : "false", rc);
     if (rc)
         json_str(f, e->msg);
@@ -215,8 +234,12 @@ static void print_json(FILE *f, const MrCkptReport *r, int rc, const MrErr *e, i
 static void print_text_value(FILE *f, const MrCkptAttrInfo *a, int full)
 {
     switch (a->kind) {
-    case MR_CKPT_VAL_INT: fprintf(f, "%" PRId64, a->i); break;
-    case MR_CKPT_VAL_FLOAT: fprintf(f, "%.17g", a->f); break;
+    case MR_CKPT_VAL_INT:
+        fprintf(f, "%" PRId64, a->i);
+        break;
+    case MR_CKPT_VAL_FLOAT:
+        fprintf(f, "%.17g", a->f);
+        break;
     default: {
         const char *s = a->s ? a->s : "";
         size_t n = strlen(s);
@@ -232,8 +255,7 @@ static void print_text_value(FILE *f, const MrCkptAttrInfo *a, int full)
     }
 }
 
-static void print_text(FILE *f, const MrCkptReport *r, int rc, const MrErr *e, int verify,
-                       int full)
+static void print_text(FILE *f, const MrCkptReport *r, int rc, const MrErr *e, int verify, int full)
 {
     fprintf(f, "file      %s (%" PRId64 " bytes)\n", r->path, r->file_bytes);
     if (r->magic[0])

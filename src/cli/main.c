@@ -14,6 +14,9 @@ static const CliCommand commands[] = {
     {"data", "ingest, split and build vocabularies only; report what was read", cmd_data},
     {"config", "print the configuration keys, or the effective config", cmd_config},
     {"inspect", "show and verify what a checkpoint or index file holds", cmd_inspect},
+    {"eval", "evaluate a checkpoint as training does (top-k, RMSE)", cmd_eval},
+    {"index", "build the candidate index (and exclude-seen file) of a checkpoint", cmd_index},
+    {"recommend", "top-k items for users from an index (JSON Lines)", cmd_recommend},
 };
 #define NCMD (sizeof commands / sizeof commands[0])
 

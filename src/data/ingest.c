@@ -446,14 +446,15 @@ static int radix_u64(uint64_t *a, int64_t n)
     return 0;
 }
 
-/* Duplicate (user, item) pairs: a pair occurring m times contributes m - 1. Pairs
- * go to the rank owning their hash as one 64-bit key (user << 32 | item; ids are
- * below 2^32 per vocabulary in practice, and larger ids fall back to a mixed key
- * whose rare collisions would only over-count), are radix-sorted there, and equal
- * neighbours are counted. Sorting streams through memory; a hash set of millions
- * of pairs would miss the cache on every insert. */
-static int count_duplicates(MrComm *c, const int64_t *u, const int64_t *it, int64_t n,
-                            int64_t *dups, MrErr *e)
+/* Duplicate (user, item) pairs: a pair occurring m times contributes m - 1.
+ * Pairs are compared by their id strings, not by vocabulary ids (several unknown
+ * users all map to the OOV id 0 and are not duplicates of each other): each
+ * record's key is a 64-bit hash of its user and item strings (a false match needs
+ * a 64-bit collision: ~n^2 / 2^65, negligible). Keys go to the rank owning their
+ * hash, are radix-sorted there, and equal neighbours are counted; sorting streams
+ * through memory where a hash set of millions of pairs would miss the cache on
+ * every insert. */
+static int count_duplicates(MrComm *c, const uint64_t *keys, int64_t n, int64_t *dups, MrErr *e)
 {
     int P = c->size;
     int64_t *sn = calloc((size_t)P, 8), *rn = calloc((size_t)P, 8), *pos = calloc((size_t)P, 8);
@@ -461,19 +462,12 @@ static int count_duplicates(MrComm *c, const int64_t *u, const int64_t *it, int6
     int rc = (sn && rn && pos && send) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
     if ((rc = mr_comm_agree(c, rc, e)))
         goto out;
-#define PAIR_KEY(x, y)                                                                             \
-    (((uint64_t)(x) < (1ULL << 32) && (uint64_t)(y) < (1ULL << 32))                                \
-         ? ((uint64_t)(x) << 32 | (uint64_t)(y))                                                   \
-         : mr_mix((uint64_t)(x), (uint64_t)(y)))
     for (int64_t i = 0; i < n; i++)
-        sn[mr_splitmix64(PAIR_KEY(u[i], it[i])) % (uint64_t)P]++;
+        sn[keys[i] % (uint64_t)P]++;
     for (int q = 1; q < P; q++)
         pos[q] = pos[q - 1] + sn[q - 1];
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t k = PAIR_KEY(u[i], it[i]);
-        send[pos[mr_splitmix64(k) % (uint64_t)P]++] = k;
-    }
-#undef PAIR_KEY
+    for (int64_t i = 0; i < n; i++)
+        send[pos[keys[i] % (uint64_t)P]++] = keys[i];
     for (int q = 0; q < P; q++)
         sn[q] *= 8;
     if ((rc = mr_comm_alltoall_i64(c, sn, rn, e)))
@@ -857,8 +851,31 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     v[4] = g.n_bad;
     if ((rc = mr_comm_allreduce_i64(c, v, 6, MR_SUM, e)))
         goto fail;
-    if ((rc = count_duplicates(c, d->user, d->item, n, &d->sum.duplicate_pairs, e)))
-        goto fail;
+    {
+        /* Pair keys from the id strings (see count_duplicates). */
+        uint64_t *hu = malloc((size_t)(g.users.n + 1) * 8), *hit = malloc((size_t)(g.items.n + 1) * 8),
+                 *keys = malloc((size_t)(n + 1) * 8);
+        rc = (hu && hit && keys) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
+        if (!(rc = mr_comm_agree(c, rc, e))) {
+            size_t len;
+            for (int64_t k = 0; k < g.users.n; k++) {
+                const char *p = mr_strtab_str(&g.users, k, &len);
+                hu[k] = mr_strhash(p, len);
+            }
+            for (int64_t k = 0; k < g.items.n; k++) {
+                const char *p = mr_strtab_str(&g.items, k, &len);
+                hit[k] = mr_strhash(p, len);
+            }
+            for (int64_t i = 0; i < n; i++)
+                keys[i] = mr_mix(hu[g.u[i]], hit[g.it[i]]);
+            rc = count_duplicates(c, keys, n, &d->sum.duplicate_pairs, e);
+        }
+        free(hu);
+        free(hit);
+        free(keys);
+        if (rc)
+            goto fail;
+    }
     MrDataSummary *s = &d->sum;
     s->records = total;
     s->bad_records = v[4];

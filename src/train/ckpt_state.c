@@ -1,10 +1,13 @@
 /* ckpt_state.c — what a training checkpoint holds, and how it maps onto the
- * generic checkpoint file API (ckpt.h). Schema documented in docs/checkpoint.md.
+ * generic checkpoint file API (ckpt.h). Schema documented in docs/resume.md.
  *
  *   /meta attrs   kind "train", step, epoch, batch (cursor: next global batch of
  *                 `epoch`), seed, ranks (P at save), sharding, optimizer_step,
- *                 model_hash, config (JSON), vocab hashes, metrics (JSON Lines so
- *                 far), train_loss_sum/batches of the epoch in progress
+ *                 model_hash, config (JSON), vocab hashes (user, item, text),
+ *                 metrics (JSON Lines so far), epoch_loss_sum/epoch_batches of
+ *                 the epoch in progress, train_seconds, last_loss (loss of the
+ *                 last step), final (1 when written after the run's final
+ *                 evaluation), dense_layout (docs/resume.md has the table)
  *   /vocab/{user,item}/{bytes,offsets}, /vocab/{user,item}/count
  *   /vocab/text/{bytes,offsets,count}              (with a text feature)
  *   /params/dense           [n_dense]             float32
@@ -131,9 +134,12 @@ int mr_ckpt_state_save(MrComm *c, const char *dir, const MrCkptMeta *meta, const
     TRY(mr_ckpt_write_attr_i64(w, "model_hash", (int64_t)meta->model_hash, e));
     TRY(mr_ckpt_write_attr_i64(w, "user_vocab_hash", (int64_t)meta->user_vocab_hash, e));
     TRY(mr_ckpt_write_attr_i64(w, "item_vocab_hash", (int64_t)meta->item_vocab_hash, e));
+    TRY(mr_ckpt_write_attr_i64(w, "text_vocab_hash", (int64_t)meta->text_vocab_hash, e));
     TRY(mr_ckpt_write_attr_f64(w, "epoch_loss_sum", meta->epoch_loss_sum, e));
     TRY(mr_ckpt_write_attr_i64(w, "epoch_batches", meta->epoch_batches, e));
     TRY(mr_ckpt_write_attr_f64(w, "train_seconds", meta->train_seconds, e));
+    TRY(mr_ckpt_write_attr_f64(w, "last_loss", meta->last_loss, e));
+    TRY(mr_ckpt_write_attr_i64(w, "final", meta->final, e));
     TRY(mr_ckpt_write_attr_str(w, "config", meta->config_json, e));
     {
         char *lay = dense_layout_json(&s->shape);
@@ -210,6 +216,18 @@ int mr_ckpt_state_read_meta(MrCkptReader *r, MrCkptMeta *m, char **config_json, 
         (rc = mr_ckpt_read_attr_i64(r, "epoch_batches", &m->epoch_batches, e)) ||
         (rc = mr_ckpt_read_attr_f64(r, "train_seconds", &m->train_seconds, e)))
         return rc;
+    /* Optional: absent in files written before they existed, so a failed read
+     * means "absent" (every rank gets the same answer: the reads are collective).
+     * Damage is not the caller's worry here: a resume verifies the whole file
+     * (digest over every byte, every checksum) before reading any of it. */
+    MrErr ignore;
+    if (mr_ckpt_read_attr_f64(r, "last_loss", &m->last_loss, &ignore))
+        m->last_loss = 0;
+    if (mr_ckpt_read_attr_i64(r, "final", &m->final, &ignore))
+        m->final = 0;
+    if (mr_ckpt_read_attr_i64(r, "text_vocab_hash", &v, &ignore))
+        v = 0;
+    m->text_vocab_hash = (uint64_t)v;
     if (config_json && (rc = mr_ckpt_read_attr_str(r, "config", config_json, e)))
         return rc;
     if (metrics && (rc = mr_ckpt_read_attr_str(r, "metrics", metrics, e)))

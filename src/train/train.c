@@ -15,6 +15,7 @@
  * Collective decisions (stop, time-based checkpoint) travel in the step's own
  * agreement allreduce, so no extra collective is paid per step.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -26,6 +27,7 @@
 
 #include "ckpt_state.h"
 #include "mpirec/ckpt.h"
+#include "mpirec/hash.h"
 #include "mpirec/log.h"
 #include "mpirec/train.h"
 #include "step_ctx.h"
@@ -111,6 +113,25 @@ static void log_metrics(const char *split, int64_t epoch, const MrMetrics *m)
     mr_log(MR_LOG_INFO, "%s", line);
 }
 
+/* Hash of the text-token vocabulary (ids 2.. in order), 0 without text. The
+ * table is replicated, so every rank computes the same value locally. A resumed
+ * run compares it with the checkpoint's, like the user and item vocabularies. */
+static uint64_t token_vocab_hash(const MrTokenVocab *tv)
+{
+    int64_t n = tv->size > 2 ? tv->size - 2 : 0;
+    if (n == 0 || !tv->off)
+        return 0;
+    uint64_t h = mr_mix(0x746f6b656e73ULL, (uint64_t)n);
+    const unsigned char *b = (const unsigned char *)tv->bytes;
+    for (int64_t k = 0; k < n; k++) {
+        uint64_t f = 0xcbf29ce484222325ULL; /* FNV-1a of the token's bytes */
+        for (int64_t i = tv->off[k]; i < tv->off[k + 1]; i++)
+            f = (f ^ b[i]) * 0x100000001b3ULL;
+        h = mr_mix(h, f);
+    }
+    return h | 1; /* never 0: 0 means "not recorded" */
+}
+
 /* MemAvailable of this node in bytes (0 if unknown). */
 static int64_t mem_available(void)
 {
@@ -124,6 +145,25 @@ static int64_t mem_available(void)
             break;
     fclose(f);
     return kb * 1024;
+}
+
+/* Name of some ckpt-*.h5 (or .h5.tmp) file in dir, or NULL (static buffer). */
+static const char *first_checkpoint_file(const char *dir)
+{
+    static char name[256];
+    DIR *d = opendir(dir);
+    if (!d)
+        return NULL;
+    const char *found = NULL;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strncmp(de->d_name, "ckpt-", 5) == 0 && strstr(de->d_name, ".h5")) {
+            snprintf(name, sizeof name, "%s", de->d_name);
+            found = name;
+            break;
+        }
+    closedir(d);
+    return found;
 }
 
 int64_t mr_state_bytes_estimate(const MrConfig *cfg, int64_t users, int64_t items, int P)
@@ -189,15 +229,30 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
 
     if ((rc = mr_state_init(&s, c, cfg, d->users.size, d->items.size, e)))
         return rc;
-    uint64_t uh = 0, ih = 0;
+    uint64_t uh = 0, ih = 0, th = cfg->model.text.enabled ? token_vocab_hash(&d->tokens) : 0;
     if ((rc = mr_vocab_hash(&d->users, c, &uh, e)) || (rc = mr_vocab_hash(&d->items, c, &ih, e)))
         goto out;
 
     /* resume */
     int64_t step = 0, epoch0 = 0, batch0 = 0, ep_batches = 0;
-    double ep_loss = 0, seconds_before = 0;
+    double ep_loss = 0, seconds_before = 0, last_loss = 0;
+    int resumed_final = 0;
     char resume_path[MR_PATH_MAX];
     resume_path[0] = '\0';
+    if (!(o->resume && o->resume[0])) {
+        /* A fresh run must not share its checkpoint directory with another run:
+         * rotation and a later --resume auto could pick the other run's files. */
+        if (rank0) {
+            const char *old = first_checkpoint_file(ckdir);
+            if (old)
+                rc = mr_err_set(e, MR_EUSAGE,
+                                "%s already holds checkpoints of an earlier run (%s): pass "
+                                "--resume auto to continue it, or use an empty --out directory",
+                                ckdir, old);
+        }
+        if ((rc = mr_comm_agree(c, rc, e)))
+            goto out;
+    }
     if (o->resume && o->resume[0]) {
         if (rank0) {
             if (strcmp(o->resume, "auto") == 0) {
@@ -206,6 +261,10 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
                                          sizeof skipped, e);
                 if (!rc && skipped[0])
                     mr_log(MR_LOG_WARN, "skipped unusable checkpoints: %s", skipped);
+                if (!rc && !resume_path[0])
+                    mr_log(MR_LOG_INFO,
+                           "--resume auto: no usable checkpoint in %s, starting a fresh run",
+                           ckdir);
             } else {
                 snprintf(resume_path, sizeof resume_path, "%s", o->resume);
             }
@@ -219,6 +278,10 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
         char *saved_cfg = NULL, *hist = NULL;
         MrCkptMeta m;
         rc = mr_ckpt_open(&r, c, resume_path, MR_CKPT_MAGIC, MR_CKPT_VERSION, e);
+        /* --resume auto verified the file already (find_latest); an explicit path
+         * is verified here, since the row reads below do not check checksums. */
+        if (!rc && strcmp(o->resume, "auto") != 0)
+            rc = mr_ckpt_verify(r, e);
         if (!rc)
             rc = mr_ckpt_state_read_meta(r, &m, &saved_cfg, &hist, e);
         if (!rc) {
@@ -238,6 +301,11 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
                                 "cannot resume from %s: the data gives different %s vocabulary "
                                 "than the checkpoint's (has data.path's file changed?)",
                                 resume_path, m.user_vocab_hash != uh ? "user" : "item");
+            else if (m.text_vocab_hash && th && m.text_vocab_hash != th)
+                rc = mr_err_set(e, MR_ECONFIG,
+                                "cannot resume from %s: the data gives a different text-token "
+                                "vocabulary than the checkpoint's (has data.path's file changed?)",
+                                resume_path);
         }
         if (!rc)
             rc = mr_ckpt_state_load(r, c, &s, e);
@@ -250,6 +318,8 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
             ep_loss = m.epoch_loss_sum;
             ep_batches = m.epoch_batches;
             seconds_before = m.train_seconds;
+            last_loss = m.last_loss;
+            resumed_final = m.final != 0;
             if (hist && hist[0] && sb_append(&metrics_hist, &mh_len, &mh_cap, hist))
                 rc = mr_err_set(e, MR_ENOMEM, "out of memory");
             mr_log(MR_LOG_INFO,
@@ -299,16 +369,30 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
     uint64_t mhash = mr_config_model_hash(cfg);
     double last_ckpt_t = mr_comm_wtime(), seg_start = mr_comm_wtime();
     int64_t examples_seg = 0;
-    double last_loss = 0;
     int stopped = 0, max_reached = 0;
     MrMetrics last_m;
     memset(&last_m, 0, sizeof last_m);
     int evaluated_last = 0;
     int64_t epochs = cfg->train.epochs;
     int64_t cur_ep = epoch0, cur_b = batch0, cur_nb = 0;
+    /* A checkpoint at step == train.max_steps: the uninterrupted run stopped right
+     * after that step (the check below the step), so the resumed one trains no
+     * step but still does what followed it (the evaluation). */
+    if (cfg->train.max_steps > 0 && step >= cfg->train.max_steps)
+        max_reached = 1;
+    /* Resuming the checkpoint a finished run wrote at its end, with nothing left to
+     * train: its evaluations are in the history already. Evaluate once more for
+     * summary.json but append nothing, and do not rewrite the checkpoint; this
+     * makes a repeated `--resume auto` (a job requeued after it finished) a no-op. */
+    int done_already = resumed_final && (epoch0 >= epochs || max_reached);
+    if (done_already) {
+        snprintf(res->checkpoint, sizeof res->checkpoint, "%s", resume_path);
+        mr_log(MR_LOG_INFO, "%s is the final checkpoint of a finished run: nothing to train",
+               resume_path);
+    }
 
     /* Write a checkpoint of the current state with the given cursor. */
-#define CHECKPOINT(ep_, b_)                                                                        \
+#define CHECKPOINT(ep_, b_, final_)                                                                \
     do {                                                                                           \
         MrCkptMeta m_ = {0};                                                                       \
         m_.step = step;                                                                            \
@@ -318,9 +402,12 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
         m_.model_hash = mhash;                                                                     \
         m_.user_vocab_hash = uh;                                                                   \
         m_.item_vocab_hash = ih;                                                                   \
+        m_.text_vocab_hash = th;                                                                   \
         m_.epoch_loss_sum = ep_loss;                                                               \
         m_.epoch_batches = ep_batches;                                                             \
         m_.train_seconds = seconds_before + (mr_comm_wtime() - seg_start);                         \
+        m_.last_loss = last_loss;                                                                  \
+        m_.final = (final_);                                                                       \
         m_.config_json = cfg_json ? cfg_json : "{}";                                               \
         m_.metrics_jsonl = metrics_hist;                                                           \
         double tc_ = mr_comm_wtime();                                                              \
@@ -331,13 +418,18 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
         last_ckpt_t = mr_comm_wtime();                                                             \
     } while (0)
 
-    for (int64_t ep = epoch0; ep < epochs && !stopped && !max_reached && !rc; ep++) {
+    /* max_reached is tested at the end of the body: when it is set before the loop
+     * (see above), the cursor's epoch still gets its evaluation. */
+    for (int64_t ep = epoch0; ep < epochs && !done_already && !stopped && !rc; ep++) {
         if ((rc = mr_epoch_plan(&plan, c, d, cfg->train.seed, ep, cfg->train.batch_size, e)) ||
             (rc = mr_step_reserve(x, c, &s, &plan, e)))
             break;
         int64_t b = ep == epoch0 ? batch0 : 0;
         cur_nb = plan.n_batches;
-        if (ep != epoch0 || !resume_path[0]) {
+        /* Keyed on the batch, not on "resumed": a cursor (e, 0) (the end-of-run
+         * checkpoint of a run whose train.epochs was then raised) starts a new
+         * epoch, and its loss sum must not continue the previous epoch's. */
+        if (b == 0) {
             ep_loss = 0;
             ep_batches = 0;
         }
@@ -345,7 +437,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
         int64_t ep_examples = 0;
         double lw_time = 0, lw_comm = 0;
         int64_t lw_bytes = 0, lw_steps = 0, lw_examples = 0;
-        for (; b < plan.n_batches; b++) {
+        for (; b < plan.n_batches && !max_reached; b++) {
             int flags = (o->stop_flag && *o->stop_flag) ? MR_STEP_STOP : 0;
             if (rank0 && cfg->checkpoint.every_seconds > 0 &&
                 mr_comm_wtime() - last_ckpt_t >= cfg->checkpoint.every_seconds)
@@ -407,7 +499,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
             cur_b = b + 1;
             int every = cfg->checkpoint.every_steps > 0 && step % cfg->checkpoint.every_steps == 0;
             if (st.stop_requested || every || st.ckpt_requested) {
-                CHECKPOINT(cur_ep, cur_b);
+                CHECKPOINT(cur_ep, cur_b, 0);
                 if ((rc = mr_comm_agree(c, rc, e)))
                     break;
             }
@@ -476,7 +568,9 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
     mr_epoch_plan_free(&plan);
     if (!rc && !stopped) {
         if (!evaluated_last) {
-            if (!(rc = mr_evaluate(x, c, &s, d, 1, &last_m, e))) {
+            if (!(rc = mr_evaluate(x, c, &s, d, 1, &last_m, e)) && done_already) {
+                log_metrics("test", epochs, &last_m);
+            } else if (!rc) {
                 char line[2048];
                 metrics_json(line, sizeof line, epochs, step, "test", 0, last_loss, &last_m, 0, 0);
                 log_metrics("test", epochs, &last_m);
@@ -488,7 +582,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
                 rc = mr_comm_agree(c, rc, e);
             }
         }
-        if (!rc && cfg->checkpoint.at_end) {
+        if (!rc && cfg->checkpoint.at_end && !done_already) {
             /* After the final evaluation the cursor says "done" (epochs, 0), unless
              * train.max_steps stopped inside an epoch: then it points at the next
              * batch, so a later run with a larger max_steps continues. */
@@ -496,7 +590,7 @@ int mr_train_run(MrComm *c, const MrConfig *cfg, MrDataset *d, const MrTrainOpti
                 cur_ep = max_reached ? cur_ep + 1 : epochs;
                 cur_b = 0;
             }
-            CHECKPOINT(cur_ep, cur_b);
+            CHECKPOINT(cur_ep, cur_b, 1);
             rc = mr_comm_agree(c, rc, e);
         }
         if (!rc && cfg->index.build_at_end && cfg->model.task != MR_TASK_RANKING) {
