@@ -2,8 +2,10 @@
 # ctest-labels: e2e
 # ctest-timeout: 900
 # Acceptance on MovieLens 100K (u.data) with configs/ml100k_retrieval.json
-# (retrieval, dim 32, batch 8192, 3 epochs, Adagrad 0.1), seeds 0,1,2
-# (ACCEPT_SEEDS; tests/e2e/acceptance_ml100k_seeds.sh runs 0..9 under label slow),
+# (retrieval, dim 32, batch 8192, 3 epochs, Adagrad 0.1), seed 0 (ACCEPT_SEEDS, a
+# comma-separated list; one seed keeps this CI test near 1 minute on 2 loaded cores:
+# the reference alone trains at ~8K examples/s here, ~35 s per seed;
+# tests/e2e/acceptance_ml100k_seeds.sh runs seeds 0..9 under label slow),
 # mpirec at P = ACCEPT_NP (default 2) with --set train.seed=S --set split.seed=S:
 #   top_100 after 3 epochs at least the reference's on the same seeds (mean over
 #   seeds, with a 1e-4 rounding allowance or 2 SE of the paired differences),
@@ -12,7 +14,9 @@
 # Prints the popularity baseline on the same splits (top_100 of "recommend the
 # most-rated training items", strictly-greater rule of the metric): about 0.30,
 # above what either trainer reaches after 3 epochs (about 0.24).
-# ACCEPT_MPIREC_SET adds --set options to mpirec's runs only (to see the test fail).
+# ACCEPT_MPIREC_SET adds --set options to mpirec's runs only, to see the test fail:
+# "--set optimizer.lr=0.5" gives top_100 0.169 against 0.240 (seed 0) and fails; note that
+# "--set optimizer.lr=0.02" overfits less and PASSES (0.2925, near popularity).
 set -euo pipefail
 BIN=${MPIREC_BIN:?}; DATA=${MPIREC_DATA:?}; SRC=${MPIREC_SRC:?}; SHARED=${MPIREC_SHARED:?}
 T=${MPIREC_TMP:?}/acceptance_ml100k
@@ -21,7 +25,7 @@ trap 'rm -f "$T/ml100k.csv"' EXIT
 PY=/usr/bin/python3
 LIB=$SRC/tests/e2e/acceptance_lib.py
 U=$DATA/ml-100k/u.data
-SEEDS=${ACCEPT_SEEDS:-0,1,2}
+SEEDS=${ACCEPT_SEEDS:-0}
 NP=${ACCEPT_NP:-2}
 MPIRUN=(mpirun --oversubscribe -np "$NP" -x OPENBLAS_NUM_THREADS=1)
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); seeds $SEEDS; mpirec P=$NP"
