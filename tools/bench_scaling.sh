@@ -77,7 +77,7 @@ fi
 # Unique users / items in a rank's slice of s records (mean over 40 random slices).
 echo "bench_scaling: sampling unique users/items per slice" >&2
 tail -n +2 "$data" | shuf -n $((8192 * 40)) > "$scratch/sample.csv"
-uniq_json=$(awk -F, -v sizes="2048 4096 8192" '
+uniq_json=$(awk -F, -v sizes="512 1024 2048 4096 8192" '
   { u[NR] = $1; it[NR] = $2 }
   END {
     n = split(sizes, S, " "); printf "{"
@@ -154,7 +154,7 @@ for rep in $(seq 1 "$repeats"); do
         fi
     done
 done
-$PY - "$raw" "$out/comm.jsonl" "$out/unique_per_slice.json" "$steps" <<'PY' | tee "$out/table.md"
+$PY - "$raw" "$out/comm.jsonl" "$out/unique_per_slice.json" "$steps" "${PREDICT_PS:-4 8 16}" <<'PY' | tee "$out/table.md"
 import json, statistics as st, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 comm = [json.loads(l) for l in open(sys.argv[2])]
@@ -269,5 +269,27 @@ for P in sorted({p for (_, p) in groups if p > 1}):
         a, b = summ[("strong", P)][1], summ[("repl", P)][1]
         print("\nrow / replicated per rank at P = %d: peak RSS %.2f, RSS while training %.2f (whole process: tables,"
               " data, buffers; the tables alone are 1/P by construction)" % (P, a["rss"] / b["rss"], a["rss_train"] / b["rss_train"]))
+
+# Prediction for rank counts this machine cannot run (PREDICT_PS), from the same model.
+pps = [int(x) for x in sys.argv[5].split()] if len(sys.argv) > 5 else []
+if alpha and base and pps:
+    comp1 = med([per_run(r)["compute"] for r in base])
+    st_row = [c for c in comm if c.get("kind") == "step" and c.get("mode") == "row"]
+    k = st_row[0]["measured_ms"] / st_row[0]["model_ms"] if st_row and st_row[0]["model_ms"] > 0 else 1.0
+    print("\n#### PREDICTION, not measured: P = %s from the alpha-beta model and the P = 1 compute time\n"
+          % ", ".join(map(str, pps)))
+    print("| P | run | compute per rank and step (ms) | model bytes/step/rank | model comm/step (ms) | predicted efficiency | comm x %.1f (measured/model, bench_train_comm row step) | efficiency then |" % k)
+    print("|---|---|---|---|---|---|---|---|")
+    for P in pps:
+        for name, B, neg, cp in (("weak, 8192 per rank, local negatives, row", 8192 * P, "local", comp1),
+                                 ("strong, global batch 8192, global negatives, row", 8192, "global", comp1 / P)):
+            mb, nc = model_bytes(P, B, neg, "row")
+            t = nc * (P - 1) * alpha + mb / beta
+            print("| %d | %s | %.1f | %.0f | %.2f | %.0f%% | %.2f | %.0f%% |" % (P, name, 1e3 * cp, mb, 1e3 * t,
+                  100 * cp / (cp + t), 1e3 * k * t, 100 * cp / (cp + k * t)))
+    print("\nAssumes one dedicated core per rank at the P = 1 rate (compute %.1f ms per 8192-example step measured here),"
+          " the 2-rank shared-memory alpha = %.2f us and beta = %.2f GB/s for every pair (memory-bandwidth contention"
+          " between 16 ranks, NICs and load imbalance are not modelled), and unique ids per slice sampled from the data."
+          % (1e3 * comp1, alpha * 1e6, beta / 1e9))
 PY
 echo "reproduce: PS=\"$ps\" REPEATS=$repeats STEPS=$steps tools/bench_scaling.sh" | tee -a "$out/table.md"
