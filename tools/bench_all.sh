@@ -161,7 +161,7 @@ run_ckpt() {
             > "$out/ckpt/p$P.txt" 2>&1 || return 1
         rm -rf "$dir"
         awk -v P="$P" '
-            /raw write\+fsync/ { raw = $(NF-1) }
+            /raw write\+fsync/ { raw = $3 }
             /^  (row|replicated) +write/ {
                 m = $1; w = $3; pct = ""; rc = ""; vf = ""
                 for (i = 1; i <= NF; i++) {

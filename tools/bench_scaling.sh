@@ -126,11 +126,13 @@ run, name, P, B, neg, shard, rep, l0, l1 = sys.argv[1:]
 P, B = int(P), int(B)
 w = [json.loads(l) for l in open(run + "/out/steps.jsonl")]
 win = w[1:] if len(w) > 1 else w
-rss, rss_train = [], []
+rss, rss_train, core = [], [], []
 for f in sorted(glob.glob(run + "/rss.*")):
-    v = open(f).read().split()  # peak_kb training_kb wall_s (tools/bench_rss.sh)
+    v = open(f).read().split()  # peak_kb training_kb wall_s train_cpu_s train_wall_s (tools/bench_rss.sh)
     rss.append(int(v[0]))
     rss_train.append(int(v[1]))
+    if len(v) >= 5 and float(v[4]) > 0:
+        core.append(round(float(v[3]) / float(v[4]), 3))
 ds = json.load(open(run + "/out/data_summary.json"))
 est = re.search(r"memory: about ([0-9.]+) MiB per rank", open(run + "/log").read())
 print(json.dumps({
@@ -139,7 +141,7 @@ print(json.dumps({
     "windows": [{"ex_s": x["examples_per_sec"], "steps": x["steps"], "compute_s": x["compute_seconds"],
                  "comm_s": x["comm_seconds"], "bytes": x["bytes_sent_per_rank"],
                  "imbalance": x["load_imbalance"]} for x in win],
-    "max_rss_kb": rss, "train_rss_kb": rss_train, "memory_estimate_mib": float(est.group(1)) if est else None,
+    "max_rss_kb": rss, "train_rss_kb": rss_train, "core_share": core, "memory_estimate_mib": float(est.group(1)) if est else None,
     "ingest_s": ds["seconds"], "bytes_file": ds["bytes"], "users": ds["users"], "items": ds["items"]}))
 PY
     echo "  rep $rep $name P=$P B=$B $neg $shard: load $l0 -> $(tail -1 "$raw" | $PY -c 'import json,sys,statistics as s; r=json.load(sys.stdin); print("%.0f ex/s, peak RSS %s MiB, training RSS %s MiB" % (s.median(w["ex_s"] for w in r["windows"]), [k // 1024 for k in r["max_rss_kb"]], [k // 1024 for k in r["train_rss_kb"]]))')" >&2
@@ -175,7 +177,8 @@ def per_run(r):
             "share": cm / (comp + cm) if comp + cm > 0 else 0,
             "bytes": sum(x["bytes"] for x in w) / ns, "imb": med([x["imbalance"] for x in w]),
             "rss": max(r["max_rss_kb"]) / 1024, "rss_train": max(r["train_rss_kb"]) / 1024,
-            "est": r["memory_estimate_mib"] or 0, "ingest": r["ingest_s"]}
+            "est": r["memory_estimate_mib"] or 0, "ingest": r["ingest_s"],
+            "core": st.mean(r["core_share"]) if r.get("core_share") else float("nan")}
 
 def model_bytes(P, B, neg, shard):
     if P == 1:
@@ -204,8 +207,8 @@ for r in rows:
 base = groups.get(("strong", 1))
 print("### Scaling: synthetic Yelp-sized set (7M interactions, 2M users, 150K items), retrieval d = 32, %s steps per run, median of %d repeats\n"
       % (steps, max(r["repeat"] for r in rows)))
-print("| run | P | global batch | negatives | tables | examples/s | step (ms) | compute (ms) | comm (ms) | comm share | load imbalance | bytes/step/rank measured | model | model comm (ms) | peak RSS/rank (MiB) | ingest (s) | load avg |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| run | P | global batch | negatives | tables | examples/s | step (ms) | compute (ms) | comm (ms) | comm share | load imbalance | bytes/step/rank measured | model | model comm (ms) | peak RSS/rank (MiB) | ingest (s) | core share/rank | load avg |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 summ = {}
 for (name, P), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     pr = [per_run(r) for r in rs]
@@ -215,25 +218,33 @@ for (name, P), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))
     mb, nc = model_bytes(P, r0["batch"], r0["negatives"], r0["sharding"])
     mt = nc * (P - 1) * alpha + mb / beta if (alpha and P > 1) else 0.0
     loads = [r["load1"] for r in rs] + [r["load1_after"] for r in rs]
-    print("| %s | %d | %d | %s | %s | %.0f | %.1f | %.1f | %.2f | %.1f%% | %.3f | %.0f | %.0f | %.3f | %.0f | %.1f | %.1f-%.1f |"
+    print("| %s | %d | %d | %s | %s | %.0f | %.1f | %.1f | %.2f | %.1f%% | %.3f | %.0f | %.0f | %.3f | %.0f | %.1f | %.2f | %.1f-%.1f |"
           % (name, P, r0["batch"], r0["negatives"], r0["sharding"], m["ex_s"],
              1e3 * r0["batch"] / m["ex_s"], 1e3 * m["compute"], 1e3 * m["comm"], 100 * m["share"],
-             m["imb"], m["bytes"], mb, 1e3 * mt, m["rss"], m["ingest"], min(loads), max(loads)))
+             m["imb"], m["bytes"], mb, 1e3 * mt, m["rss"], m["ingest"], m["core"], min(loads), max(loads)))
 print("\nstep (ms) = global batch / examples/s; compute and comm are per step, means over ranks (comm includes waiting")
-print("for the slowest rank). model = the bytes formula above with the sampled unique users/items per slice %s;" % json.dumps(uniq))
+print("for the slowest rank). core share/rank = CPU time / wall time of a rank while training (tools/bench_rss.sh;")
+print("1.00 = a whole core; below 1, other jobs took the rest). model = the bytes formula above with the sampled unique users/items per slice %s;" % json.dumps(uniq))
 if alpha:
     print("model comm = collectives x (P-1) x alpha + bytes / beta with alpha = %.2f us, beta = %.2f GB/s (bench_train_comm)."
           % (alpha * 1e6, beta / 1e9))
 
-def eff(name, P, normalise=False):
+def eff(name, P, normalise=False, per_core=False):
+    # per_core: divide by the core share each run received (X / core share = examples/s
+    # per core actually received), i.e. what the efficiency would be if every rank had
+    # had the same share of a core as the P = 1 run; NaN when not recorded.
     if base is None or (name, P) not in summ:
         return None
-    bp = {r["repeat"]: per_run(r)["ex_s"] for r in base}
+    bp = {r["repeat"]: per_run(r) for r in base}
     vals = []
     for r in groups[(name, P)]:
         if r["repeat"] in bp:
-            x = per_run(r)["ex_s"]
-            vals.append(x / bp[r["repeat"]] if normalise else x / (P * bp[r["repeat"]]))
+            pr, b1 = per_run(r), bp[r["repeat"]]
+            x, x1 = pr["ex_s"], b1["ex_s"]
+            if per_core:
+                x, x1 = x / pr["core"], x1 / b1["core"]
+            vals.append(x / x1 if normalise else x / (P * x1))
+    vals = [v for v in vals if v == v]
     return med(vals) if vals else None
 
 print("\n| scaling | P | efficiency | definition | goal |")
@@ -249,6 +260,11 @@ for P in sorted({p for (_, p) in groups if p > 1}):
     if e is not None:
         print("| weak (8192 per rank, local negatives, row) | %d | %.0f%% | X(P) / (P X(1)) | >= 90%%: %s |"
               % (P, 100 * e, "met" if e >= 0.9 else "NOT met"))
+    for nm, lab in (("strong", "strong"), ("weak", "weak")):
+        e = eff(nm, P, per_core=True)
+        if e is not None:
+            print("| %s, per core received (CPU-time normalised) | %d | %.0f%% | X(P)/c(P) / (P X(1)/c(1)), c = core share per rank | |"
+                  % (lab, P, 100 * e))
     e, en = eff("weakg", P), eff("weakg", P, True)
     if e is not None:
         print("| weak, global negatives (per-rank flops x P) | %d | %.0f%% raw, %.0f%% normalised | raw X(P)/(P X(1)); normalised X(P)/X(1) | |"
