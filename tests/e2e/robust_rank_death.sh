@@ -13,9 +13,10 @@ rb_init robust_rank_death
 cd "$T"
 
 "$BIN" gen --out syn.csv --users 20000 --items 2000 --interactions 120000 --seed 4 > /dev/null 2>&1
-# about 375 steps per epoch; 20 epochs is far longer than the test waits
+# about 375 steps per epoch; 200 epochs is far longer than the test waits (a quiet
+# machine does 400 steps/s: 20 epochs were once done before the kill)
 S="--config $SRC/configs/synthetic.json --set data.path=$T/syn.csv --set train.batch_size=256 \
-   --set train.epochs=20 --set model.embedding_dim=16 --set checkpoint.every_steps=25 \
+   --set train.epochs=200 --set model.embedding_dim=16 --set checkpoint.every_steps=25 \
    --set checkpoint.every_seconds=0 --set train.log_every=25"
 
 rank_pid() { # MPIRUN_PID RANK: pid of that rank (from its environment)
@@ -33,10 +34,13 @@ kill_rank() { # NP RANK DIR
     local np=$1 victim=$2 dir=$3
     rm -rf "$dir"
     $MPI "$np" "$BIN" train $S --out "$T/$dir" > "$dir.log" 2>&1 &
-    local mp=$! i pid=""
-    # wait for the second checkpoint, so the kill lands in the middle of training
+    local mp=$! i pid="" l
+    NEWEST=0
+    # wait until `latest` names step 50 or later (the second checkpoint: the kill
+    # lands in the middle of training; ckpt-50 itself may already be rotated away)
     for i in $(seq 1 600); do
-        ls "$dir"/checkpoints/ckpt-000000050.h5 > /dev/null 2>&1 && break
+        l=$(sed -nE 's/^ckpt-0*([0-9]+)\.h5$/\1/p' "$dir/checkpoints/latest" 2> /dev/null || true)
+        [ -n "$l" ] && [ "$l" -ge 50 ] && break
         kill -0 "$mp" 2> /dev/null || break
         sleep 0.1
     done
@@ -44,6 +48,7 @@ kill_rank() { # NP RANK DIR
     if [ -z "$pid" ]; then
         bad "P=$np: rank $victim not found (run ended early?)"
         tail -5 "$dir.log"
+        kill -TERM "$mp" 2> /dev/null
         wait "$mp"
         return
     fi
