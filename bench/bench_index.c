@@ -39,6 +39,7 @@
 #include "mpirec/config.h"
 #include "mpirec/hash.h"
 #include "mpirec/index.h"
+#include "bench_util.h"
 
 typedef struct Opts {
     int64_t items, queries, time_queries, sweep_queries, nlist;
@@ -48,13 +49,6 @@ typedef struct Opts {
     char threads[64], targets[64];
     const char *dir;
 } Opts;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Bytes the index holds in memory, from its public arrays (what mr_index_build
  * allocated; the derived search layout included). */
@@ -164,18 +158,6 @@ static int write_npy(const char *dir, const char *name, const char *descr, const
     int ok = fwrite(data, elem, n, f) == n;
     ok &= fclose(f) == 0;
     return ok ? 0 : -1;
-}
-
-static int cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 static double recall(const int64_t *gt, const int64_t *got, int64_t nq, int k)
@@ -298,11 +280,11 @@ int main(int argc, char **argv)
     double tgt[8], thr[8];
     int ntgt = parse_list(o.targets, tgt, 8), nthr = parse_list(o.threads, thr, 8);
 
-    double t0 = now();
+    double t0 = bench_now();
     float *X, *Q;
     make_data(&o, &X, &Q);
     fprintf(stderr, "data: %lld items x %d, %lld queries (%.1f s)\n", (long long)o.items, d,
-            (long long)nq, now() - t0);
+            (long long)nq, bench_now() - t0);
 
     MrConfig cfg;
     mr_config_defaults(&cfg);
@@ -318,12 +300,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < nthr; i++)
         maxthr = (int)thr[i] > maxthr ? (int)thr[i] : maxthr;
     openblas_set_num_threads(maxthr);
-    t0 = now();
+    t0 = bench_now();
     if (mr_index_build(&ix, &p, X, o.items, d, NULL, NULL, Q, 100, k, &e) != MR_OK) {
         fprintf(stderr, "build failed: %s\n", e.msg);
         return 1;
     }
-    double build_s = now() - t0;
+    double build_s = bench_now() - t0;
     if (!o.no_ivf)
         fprintf(stderr, "ivf build: nlist %lld, %.1f s with %d threads\n", (long long)ix.nlist,
                 build_s, maxthr);
@@ -331,12 +313,12 @@ int main(int argc, char **argv)
     size_t m = (size_t)(nq * k);
     int64_t *gt = malloc(m * sizeof *gt), *it = malloc(m * sizeof *it);
     float *sc = malloc(m * sizeof *sc);
-    t0 = now();
+    t0 = bench_now();
     if (mr_index_search_exact(&ix, Q, nq, k, NULL, gt, sc, &e) != MR_OK) {
         fprintf(stderr, "exact failed: %s\n", e.msg);
         return 1;
     }
-    fprintf(stderr, "ground truth: %.1f s\n", now() - t0);
+    fprintf(stderr, "ground truth: %.1f s\n", bench_now() - t0);
     /* spot check against double precision: the top item's score */
     int bad = 0;
     for (int64_t q = 0; q < nq; q += nq / 16 + 1) {
@@ -430,12 +412,12 @@ int main(int argc, char **argv)
         int th = (int)thr[ti];
         openblas_set_num_threads(th);
         for (int r = 0; r < o.repeats; r++) {
-            t0 = now();
+            t0 = bench_now();
             if (mr_index_search_exact(&ix, Q, nt, k, NULL, it, sc, &e) != MR_OK)
                 return 1;
-            runs[r] = (double)nt / (now() - t0);
+            runs[r] = (double)nt / (bench_now() - t0);
         }
-        double qe = median(runs, o.repeats);
+        double qe = bench_median(runs, o.repeats);
         fprintf(stderr, "threads %d: exact %.0f QPS (median of %d, %lld queries)\n", th, qe,
                 o.repeats, (long long)nt);
         printf("{\"impl\": \"mpirec\", \"kind\": \"exact\", \"items\": %lld, \"threads\": %d, "
@@ -447,12 +429,12 @@ int main(int argc, char **argv)
                 continue;
             }
             for (int r = 0; r < o.repeats; r++) {
-                t0 = now();
+                t0 = bench_now();
                 if (search_ivf(&ix, Q, nt, k, best_np[j], it, sc))
                     return 1;
-                runs[r] = (double)nt / (now() - t0);
+                runs[r] = (double)nt / (bench_now() - t0);
             }
-            double qi = median(runs, o.repeats);
+            double qi = bench_median(runs, o.repeats);
             fprintf(stderr,
                     "  ivf%s recall@%d >= %.2f: nprobe %lld (recall %.4f) %.0f QPS = %.1fx exact\n",
                     o.quantize ? "+sq8" : "", k, tgt[j], (long long)best_np[j], best_rec[j], qi,

@@ -36,18 +36,7 @@
 #include <string.h>
 
 #include "mpirec/comm.h"
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "bench_util.h"
 
 static MrComm g_c;
 
@@ -230,7 +219,7 @@ int main(int argc, char **argv)
         exchange(c, b.sb, b.rb, b.sn, b.rn, sizes[k]); /* warm-up */
         for (int r = 0; r < R; r++)
             t[r] = exchange(c, b.sb, b.rb, b.sn, b.rn, sizes[k]);
-        tm[k] = median(t, R) / (P - 1);
+        tm[k] = bench_median(t, R) / (P - 1);
         if (c->rank == 0)
             printf("{\"kind\": \"exchange\", \"ranks\": %d, \"bytes\": %lld, \"seconds_per_message\": "
                    "%.9f, \"gb_s\": %.3f}\n",
@@ -270,7 +259,7 @@ int main(int argc, char **argv)
             pcoll[k] = n;
             pbytes[k] = c->bytes_sent - b0;
         }
-        pm[k] = median(t, R);
+        pm[k] = bench_median(t, R);
         pmodel[k] = pcoll[k] * (P - 1) * alpha + (double)pbytes[k] / beta;
         if (c->rank == 0)
             printf("{\"kind\": \"part\", \"part\": \"%s\", \"ranks\": %d, \"collectives\": %d, "

@@ -24,25 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "bench_util.h"
 
 static float *falloc(size_t n)
 {
@@ -70,11 +52,11 @@ static void fill(float *v, size_t n, uint32_t seed)
 static double time_whole(int B, int D, const float *Q, const float *C, float *S, float *dQ,
                          float *dC)
 {
-    double t0 = now();
+    double t0 = bench_now();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, B, D, 1.0f, Q, D, C, D, 0.0f, S, B);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, B, 1.0f, S, B, C, D, 0.0f, dQ, D);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B, D, B, 1.0f, S, B, Q, D, 0.0f, dC, D);
-    return now() - t0;
+    return bench_now() - t0;
 }
 
 /* The loss's shapes: per block of bs query rows, S_blk [bs x B] = Q_blk C^T,
@@ -82,7 +64,7 @@ static double time_whole(int B, int D, const float *Q, const float *C, float *S,
 static double time_blocked(int B, int D, int bs, const float *Q, const float *C, float *S,
                            float *dQ, float *dC)
 {
-    double t0 = now();
+    double t0 = bench_now();
     for (int i0 = 0; i0 < B; i0 += bs) {
         int nb = B - i0 < bs ? B - i0 : bs;
         const float *Qb = Q + (size_t)i0 * D;
@@ -93,7 +75,7 @@ static double time_blocked(int B, int D, int bs, const float *Q, const float *C,
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B, D, nb, 1.0f, S, B, Qb, D,
                     i0 ? 1.0f : 0.0f, dC, D);
     }
-    return now() - t0;
+    return bench_now() - t0;
 }
 
 int main(int argc, char **argv)
@@ -137,7 +119,7 @@ int main(int argc, char **argv)
         tw[r] = time_whole(B, D, Q, C, S, dQ, dC);
         tb[r] = time_blocked(B, D, bs, Q, C, S, dQ, dC);
     }
-    double w = median(tw, repeats), bl = median(tb, repeats);
+    double w = bench_median(tw, repeats), bl = bench_median(tb, repeats);
     double flops = 6.0 * (double)B * (double)B * (double)D;
     double gw = flops / w / 1e9, gb = flops / bl / 1e9, g = gw > gb ? gw : gb;
     const char *thr = getenv("OPENBLAS_NUM_THREADS");

@@ -31,14 +31,6 @@
 #include "mpirec/index.h"
 #include "test_util.h"
 
-#define ASSERT_HAS(msg, needle)                                                                    \
-    do {                                                                                           \
-        const char *m_ = (msg);                                                                    \
-        if (!strstr(m_, (needle)))                                                                 \
-            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                         \
-        CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
-    } while (0)
-
 /* ---- data ---------------------------------------------------------------------- */
 
 static double unif(uint64_t seed, uint64_t i)
