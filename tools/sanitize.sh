@@ -4,7 +4,9 @@
 #   1. the unit suites (ctest unit.*) and the MPI suites at P = 1..4 (ctest mpi_*),
 #   2. the robustness end-to-end tests (ctest robust_*: bad data, bad configs,
 #      damaged files, injected NaN and write failures, a killed rank, a full disk),
-#      whose error paths are the ones most likely to hide memory errors,
+#      whose error paths are the ones most likely to hide memory errors, and the
+#      file readers' and the server's error cases (recommend_errors, inspect_ckpt,
+#      index_checkpoint, train_cli),
 # with Open MPI's own leaks suppressed (tools/lsan-mpi.supp, toolchain notes
 # section 5; Open MPI's components are kept mapped by the LD_PRELOAD shim
 # tools/sanitize/nodlclose.c so that the suppressions work with the fast unwinder)
@@ -16,7 +18,7 @@
 #   -b DIR  build directory (default build/asan, the `asan` preset's)
 #   -f      also build the libFuzzer targets in the same tree (MPIREC_FUZZ=ON), so
 #           that tools/fuzz.sh -b DIR can reuse it (tools/test.sh does)
-#   -q      only the unit and MPI suites (skip the robust_* end-to-end tests)
+#   -q      only the unit and MPI suites (skip the end-to-end tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -84,7 +86,7 @@ echo "sanitize: canary ok (a leak, a heap overflow and a signed overflow are cau
 
 cd "$BUILD"
 tests='^(unit\.|mpi_)'
-[ "$E2E" = 1 ] && tests='^(unit\.|mpi_|e2e\.robust_)'
+[ "$E2E" = 1 ] && tests='^(unit\.|mpi_|e2e\.(robust_|recommend_errors|inspect_ckpt|index_checkpoint|train_cli))'
 # Sanitized runs are slower; the tests' own time limits are generous.
 t0=$SECONDS
 ctest --output-on-failure -R "$tests" -j 2 --timeout 900 "$@"
