@@ -37,6 +37,7 @@
 #include "mpirec/comm.h"
 #include "mpirec/hash.h"
 #include "mpirec/log.h"
+#include "bench_util.h"
 
 typedef struct Opts {
     const char *dir;
@@ -52,29 +53,12 @@ typedef struct Table {
     int64_t n_local;
 } Table;
 
-static double now(void)
-{
-    return mr_comm_wtime();
-}
-
 static int die(MrComm *c, const char *what, const MrErr *e)
 {
     if (c->rank == 0)
         fprintf(stderr, "bench_ckpt: %s: %s\n", what, e->msg);
     mr_comm_abort(c, 1);
     return 1;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* Rank 0: write `bytes` with write(2) in 8 MiB blocks, fsync; seconds. */
@@ -89,7 +73,7 @@ static double raw_write(const char *dir, int64_t bytes, const unsigned char *src
     }
     /* 8 MiB writes of the model's own bytes (its first table, repeated). */
     const int64_t B = src_n < ((int64_t)8 << 20) ? src_n : (int64_t)8 << 20;
-    double t0 = now();
+    double t0 = bench_now();
     for (int64_t off = 0; off < bytes; off += B) {
         int64_t n = bytes - off < B ? bytes - off : B;
         int64_t s = (off / B) * B % (src_n - B + 1);
@@ -102,7 +86,7 @@ static double raw_write(const char *dir, int64_t bytes, const unsigned char *src
     }
     if (fsync(fd) != 0)
         fprintf(stderr, "bench_ckpt: fsync %s: %s\n", path, strerror(errno));
-    double t = now() - t0;
+    double t = bench_now() - t0;
     close(fd);
     unlink(path);
     return t;
@@ -282,7 +266,7 @@ int main(int argc, char **argv)
             snprintf(base, sizeof base, "ckpt-%d", rep + 1);
             /* ---- write ---- */
             mr_comm_barrier(c, &e);
-            double t0 = now();
+            double t0 = bench_now();
             MrCkptWriter *w = NULL;
             int rc = mr_ckpt_writer_open(&w, c, dir, base, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e);
             if (rc)
@@ -299,10 +283,10 @@ int main(int argc, char **argv)
                 rc = mr_ckpt_write_strings(w, "vocab/item", o.items, ilo, in, ib, io, &e);
             if (rc)
                 return die(c, "write", &e);
-            double t1 = now();
+            double t1 = bench_now();
             if ((rc = mr_ckpt_writer_commit(&w, "latest", 2, &e)))
                 return die(c, "commit", &e);
-            double t2 = now();
+            double t2 = bench_now();
             double tw[2] = {t2 - t0, t1 - t0};
             mr_comm_allreduce_f64(c, tw, 2, MR_MAX, &e);
             wr[mode][nw[mode]] = tw[0];
@@ -315,7 +299,7 @@ int main(int argc, char **argv)
             if (me == 0)
                 drop_cache(path);
             mr_comm_barrier(c, &e);
-            t0 = now();
+            t0 = bench_now();
             MrCkptReader *r = NULL;
             if ((rc = mr_ckpt_open(&r, c, path, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e)))
                 return die(c, "open", &e);
@@ -325,7 +309,7 @@ int main(int argc, char **argv)
                          : mr_ckpt_read_all(r, t[k].path, MR_F32, back, &e);
             if (rc)
                 return die(c, "read", &e);
-            t1 = now();
+            t1 = bench_now();
             /* Spot check of the last table read. */
             if (mode == 0 && memcmp(back, t[3].data, (size_t)t[3].n_local * D * 4) != 0)
                 fprintf(stderr, "bench_ckpt: [rank %d] read back differs\n", me);
@@ -334,7 +318,7 @@ int main(int argc, char **argv)
             rc = mr_ckpt_verify(r, &e);
             if (rc)
                 return die(c, "verify", &e);
-            t2 = now();
+            t2 = bench_now();
             mr_ckpt_close(&r);
             double tr[3] = {t1 - t0, t2 - t1, 0};
             mr_comm_allreduce_f64(c, tr, 2, MR_MAX, &e);
@@ -358,7 +342,7 @@ int main(int argc, char **argv)
         double braw = nraw ? raw[0] : 0;
         for (int i = 1; i < nraw; i++)
             braw = raw[i] < braw ? raw[i] : braw;
-        double mraw = nraw ? median(raw, nraw) : 0;
+        double mraw = nraw ? bench_median(raw, nraw) : 0;
         printf("summary (medians of %d reps, data %.1f MB, P=%d%s):\n", o.reps, data_bytes / 1e6, P,
                o.deflate ? ", deflate" : "");
         printf("  raw write+fsync        %7.1f MB/s (median), %7.1f MB/s (best)\n",
@@ -369,8 +353,8 @@ int main(int argc, char **argv)
             double bw = wr[mode][0];
             for (int i = 1; i < nw[mode]; i++)
                 bw = wr[mode][i] < bw ? wr[mode][i] : bw;
-            double mw = median(wr[mode], nw[mode]), mr = median(rd[mode], nw[mode]),
-                   mv = median(vf[mode], nw[mode]), mq = median(ratio[mode], nw[mode]);
+            double mw = bench_median(wr[mode], nw[mode]), mr = bench_median(rd[mode], nw[mode]),
+                   mv = bench_median(vf[mode], nw[mode]), mq = bench_median(ratio[mode], nw[mode]);
             printf("  %-10s write        %7.1f MB/s = %3.0f%% of raw (median of paired ratios)   "
                    "file %.1f MB   read cold %7.1f MB/s   verify %.3f s\n",
                    mode == 0 ? "row" : "replicated", data_bytes / mw / 1e6, 100.0 * mq,

@@ -11,9 +11,12 @@
  * For each thread count (openblas_set_num_threads, which is what
  * OPENBLAS_NUM_THREADS sets, and the index sizes its own team from it):
  *   exact: batch search of the queries, `repeats` times -> median QPS;
- *   ivf:   nprobe swept upwards (then bisected) until each target recall is
- *          reached, the recall measured over all queries; the smallest nprobe
- *          per target is timed `repeats` times -> median QPS.
+ *   ivf:   nprobe swept upwards (then bisected) on the first `sweep-queries`
+ *          queries until each target recall is reached; the recall reported at
+ *          that nprobe is over all queries; it is timed `repeats` times -> median
+ *          QPS.
+ * Timing uses the first `time-queries` queries (a batch; default 2000) so that
+ * slow configurations (FAISS at recall 0.99) stay affordable.
  * With --dir the vectors and ground truth are written as .npy files, so that
  * tools/bench_faiss.py runs FAISS on exactly the same data
  * (tools/bench_index.sh drives both). Output: a table on stderr and one JSON
@@ -29,27 +32,60 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include "mpirec/config.h"
 #include "mpirec/hash.h"
 #include "mpirec/index.h"
+#include "bench_util.h"
 
 typedef struct Opts {
-    int64_t items, queries, exact_queries, nlist;
-    int dim, k, repeats, clusters, quantize;
+    int64_t items, queries, time_queries, sweep_queries, nlist;
+    int dim, k, repeats, clusters, quantize, no_ivf;
     double noise, qnoise;
     uint64_t seed;
     char threads[64], targets[64];
     const char *dir;
 } Opts;
 
-static double now(void)
+/* Bytes the index holds in memory, from its public arrays (what mr_index_build
+ * allocated; the derived search layout included). */
+static double index_bytes(const MrIndex *ix)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    double n = (double)ix->n, d = ix->d, L = (double)ix->nlist;
+    double cells = (double)ix->nblk * d * MR_INDEX_LANES;
+    double b = n * d * 4 + (double)ix->ids_off[ix->n] + (n + 1) * 8;
+    if (ix->id_order)
+        b += n * 8;
+    if (ix->nlist > 0) {
+        b += L * d * 4 + L * 4 + 2 * (L + 1) * 8 + n * 8; /* centroids, bias, offsets, items */
+        b += ceil(L / MR_INDEX_LANES) * MR_INDEX_LANES * d * 4; /* cent_blk */
+        b += ix->list_emb ? cells * 4 : 0;
+        b += ix->codes ? cells + 2 * d * 4 : 0;
+    }
+    return b;
+}
+
+/* Peak resident set size of this process, MiB. */
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : -1;
+}
+
+/* 1-minute load average (the machine is shared: recorded with every figure). */
+static double load1(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1;
+        fclose(f);
+    }
+    return l;
 }
 
 static double gauss(uint64_t seed, uint64_t i)
@@ -102,8 +138,9 @@ static int write_npy(const char *dir, const char *name, const char *descr, const
 {
     char path[4096], hdr[256];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    int hl = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }",
-                      descr, (long long)rows, (long long)cols);
+    int hl = snprintf(hdr, sizeof hdr,
+                      "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }", descr,
+                      (long long)rows, (long long)cols);
     int total = 10 + hl + 1;
     int pad = (64 - total % 64) % 64;
     FILE *f = fopen(path, "wb");
@@ -121,18 +158,6 @@ static int write_npy(const char *dir, const char *name, const char *descr, const
     int ok = fwrite(data, elem, n, f) == n;
     ok &= fclose(f) == 0;
     return ok ? 0 : -1;
-}
-
-static int cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 static double recall(const int64_t *gt, const int64_t *got, int64_t nq, int k)
@@ -161,14 +186,15 @@ static int parse_list(const char *s, double *v, int max)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: bench_index [--items N] [--dim D] [--queries Q] [--exact-queries M]\n"
+            "usage: bench_index [--items N] [--dim D] [--queries Q] [--time-queries T]\n"
+            "                   [--sweep-queries S]\n"
             "                   [--k K] [--threads 1,2] [--repeats R] [--targets 0.9,0.95,0.99]\n"
             "                   [--nlist L] [--clusters C] [--noise S] [--qnoise S] [--quantize]\n"
-            "                   [--seed S] [--dir DIR]\n");
+            "                   [--seed S] [--dir DIR] [--no-ivf]\n");
 }
 
-static int search_ivf(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t np,
-                      int64_t *it, float *sc)
+static int search_ivf(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t np, int64_t *it,
+                      float *sc)
 {
     MrErr e;
     if (mr_index_search(ix, Q, nq, k, np, NULL, it, sc, &e) != MR_OK) {
@@ -180,12 +206,27 @@ static int search_ivf(const MrIndex *ix, const float *Q, int64_t nq, int k, int6
 
 int main(int argc, char **argv)
 {
-    Opts o = {1000000, 10000, 0, 0, 32, 10, 5, 1000, 0, 0.16, 0.1, 42, "1,2", "0.9,0.95,0.99",
-              NULL};
+    Opts o = {.items = 1000000,
+              .queries = 10000,
+              .time_queries = 2000,
+              .sweep_queries = 2000,
+              .dim = 32,
+              .k = 10,
+              .repeats = 5,
+              .clusters = 1000,
+              .noise = 0.16,
+              .qnoise = 0.1,
+              .seed = 42,
+              .threads = "1,2",
+              .targets = "0.9,0.95,0.99"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quantize")) {
             o.quantize = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-ivf")) {
+            o.no_ivf = 1;
             continue;
         }
         if (!v) {
@@ -199,8 +240,10 @@ int main(int argc, char **argv)
             o.dim = atoi(v);
         else if (!strcmp(a, "--queries"))
             o.queries = atoll(v);
-        else if (!strcmp(a, "--exact-queries"))
-            o.exact_queries = atoll(v);
+        else if (!strcmp(a, "--time-queries"))
+            o.time_queries = atoll(v);
+        else if (!strcmp(a, "--sweep-queries"))
+            o.sweep_queries = atoll(v);
         else if (!strcmp(a, "--k"))
             o.k = atoi(v);
         else if (!strcmp(a, "--threads"))
@@ -230,22 +273,24 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
-    int64_t nq = o.queries, ne = o.exact_queries > 0 && o.exact_queries < nq ? o.exact_queries : nq;
+    int64_t nq = o.queries;
+    int64_t nt = o.time_queries > 0 && o.time_queries < nq ? o.time_queries : nq;
+    int64_t nsw = o.sweep_queries > 0 && o.sweep_queries < nq ? o.sweep_queries : nq;
     int d = o.dim, k = o.k;
     double tgt[8], thr[8];
     int ntgt = parse_list(o.targets, tgt, 8), nthr = parse_list(o.threads, thr, 8);
 
-    double t0 = now();
+    double t0 = bench_now();
     float *X, *Q;
     make_data(&o, &X, &Q);
     fprintf(stderr, "data: %lld items x %d, %lld queries (%.1f s)\n", (long long)o.items, d,
-            (long long)nq, now() - t0);
+            (long long)nq, bench_now() - t0);
 
     MrConfig cfg;
     mr_config_defaults(&cfg);
     MrIndexParams p;
     mr_index_params_from_config(&p, &cfg, o.seed);
-    p.kind = MR_INDEX_IVF;
+    p.kind = o.no_ivf ? MR_INDEX_EXACT : MR_INDEX_IVF;
     p.nlist = o.nlist;
     p.nprobe = 1; /* swept below; the build's own nprobe search is not what we time */
     p.quantize = o.quantize;
@@ -255,24 +300,25 @@ int main(int argc, char **argv)
     for (int i = 0; i < nthr; i++)
         maxthr = (int)thr[i] > maxthr ? (int)thr[i] : maxthr;
     openblas_set_num_threads(maxthr);
-    t0 = now();
+    t0 = bench_now();
     if (mr_index_build(&ix, &p, X, o.items, d, NULL, NULL, Q, 100, k, &e) != MR_OK) {
         fprintf(stderr, "build failed: %s\n", e.msg);
         return 1;
     }
-    double build_s = now() - t0;
-    fprintf(stderr, "ivf build: nlist %lld, %.1f s with %d threads\n", (long long)ix.nlist,
-            build_s, maxthr);
+    double build_s = bench_now() - t0;
+    if (!o.no_ivf)
+        fprintf(stderr, "ivf build: nlist %lld, %.1f s with %d threads\n", (long long)ix.nlist,
+                build_s, maxthr);
 
     size_t m = (size_t)(nq * k);
     int64_t *gt = malloc(m * sizeof *gt), *it = malloc(m * sizeof *it);
     float *sc = malloc(m * sizeof *sc);
-    t0 = now();
+    t0 = bench_now();
     if (mr_index_search_exact(&ix, Q, nq, k, NULL, gt, sc, &e) != MR_OK) {
         fprintf(stderr, "exact failed: %s\n", e.msg);
         return 1;
     }
-    fprintf(stderr, "ground truth: %.1f s\n", now() - t0);
+    fprintf(stderr, "ground truth: %.1f s\n", bench_now() - t0);
     /* spot check against double precision: the top item's score */
     int bad = 0;
     for (int64_t q = 0; q < nq; q += nq / 16 + 1) {
@@ -298,9 +344,17 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    printf("{\"impl\": \"mpirec\", \"kind\": \"build\", \"items\": %lld, \"dim\": %d, \"nlist\": %lld, "
-           "\"quantize\": %d, \"seconds\": %.2f, \"threads\": %d}\n",
-           (long long)o.items, d, (long long)ix.nlist, o.quantize, build_s, maxthr);
+    /* memory: the index's arrays, and what exact search alone would need (the
+     * embeddings and ids: an exact index is exactly that) */
+    double ib = index_bytes(&ix),
+           eb = (double)o.items * d * 4 + (double)ix.ids_off[ix.n] + (double)(o.items + 1) * 8;
+    fprintf(stderr, "index memory: %.1f MiB (exact: %.1f MiB); peak RSS so far %.0f MiB\n",
+            ib / 1048576, eb / 1048576, peak_rss_mib());
+    printf("{\"impl\": \"mpirec\", \"kind\": \"build\", \"items\": %lld, \"dim\": %d, \"nlist\": "
+           "%lld, \"quantize\": %d, \"seconds\": %.2f, \"threads\": %d, \"index_mib\": %.1f, "
+           "\"exact_mib\": %.1f, \"load1\": %.2f}\n",
+           (long long)o.items, d, (long long)ix.nlist, o.quantize, build_s, maxthr, ib / 1048576,
+           eb / 1048576, load1());
 
     /* recall as a function of nprobe (thread count does not change results) */
     int64_t L = ix.nlist;
@@ -308,34 +362,31 @@ int main(int argc, char **argv)
     double best_rec[8];
     for (int j = 0; j < ntgt; j++)
         best_np[j] = -1;
-    {
+    if (o.no_ivf)
+        ntgt = 0;
+    else {
         int64_t lo = 0, np = 1; /* recall(lo) < every unmet target */
-        double rec_lo = 0;
         for (;;) {
-            if (search_ivf(&ix, Q, nq, k, np, it, sc))
+            if (search_ivf(&ix, Q, nsw, k, np, it, sc))
                 return 1;
-            double r = recall(gt, it, nq, k);
-            fprintf(stderr, "  nprobe %5lld  recall@%d %.4f\n", (long long)np, k, r);
+            double r = recall(gt, it, nsw, k);
+            fprintf(stderr, "  nprobe %5lld  recall@%d %.4f (first %lld queries)\n", (long long)np,
+                    k, r, (long long)nsw);
             for (int j = 0; j < ntgt; j++) {
                 if (best_np[j] >= 0 || r < tgt[j])
                     continue;
                 /* bisect (lo, np] for the smallest nprobe reaching tgt[j] */
                 int64_t a = lo, b = np;
-                double rb = r;
                 while (b - a > 1) {
                     int64_t mid = a + (b - a) / 2;
-                    if (search_ivf(&ix, Q, nq, k, mid, it, sc))
+                    if (search_ivf(&ix, Q, nsw, k, mid, it, sc))
                         return 1;
-                    double rm = recall(gt, it, nq, k);
-                    if (rm >= tgt[j]) {
+                    if (recall(gt, it, nsw, k) >= tgt[j])
                         b = mid;
-                        rb = rm;
-                    } else {
+                    else
                         a = mid;
-                    }
                 }
                 best_np[j] = b;
-                best_rec[j] = rb;
             }
             int done = 1;
             for (int j = 0; j < ntgt; j++)
@@ -343,12 +394,17 @@ int main(int argc, char **argv)
             if (done || np >= L)
                 break;
             lo = np;
-            rec_lo = r;
             np = np < 8 ? np + 1 : np + np / 4;
             if (np > L)
                 np = L;
         }
-        (void)rec_lo;
+        /* the recall reported is over all queries */
+        for (int j = 0; j < ntgt; j++)
+            if (best_np[j] >= 0) {
+                if (search_ivf(&ix, Q, nq, k, best_np[j], it, sc))
+                    return 1;
+                best_rec[j] = recall(gt, it, nq, k);
+            }
     }
 
     double *runs = malloc((size_t)o.repeats * sizeof *runs);
@@ -356,40 +412,45 @@ int main(int argc, char **argv)
         int th = (int)thr[ti];
         openblas_set_num_threads(th);
         for (int r = 0; r < o.repeats; r++) {
-            t0 = now();
-            if (mr_index_search_exact(&ix, Q, ne, k, NULL, it, sc, &e) != MR_OK)
+            t0 = bench_now();
+            if (mr_index_search_exact(&ix, Q, nt, k, NULL, it, sc, &e) != MR_OK)
                 return 1;
-            runs[r] = (double)ne / (now() - t0);
+            runs[r] = (double)nt / (bench_now() - t0);
         }
-        double qe = median(runs, o.repeats);
+        double qe = bench_median(runs, o.repeats);
         fprintf(stderr, "threads %d: exact %.0f QPS (median of %d, %lld queries)\n", th, qe,
-                o.repeats, (long long)ne);
+                o.repeats, (long long)nt);
         printf("{\"impl\": \"mpirec\", \"kind\": \"exact\", \"items\": %lld, \"threads\": %d, "
-               "\"queries\": %lld, \"qps\": %.1f}\n",
-               (long long)o.items, th, (long long)ne, qe);
+               "\"queries\": %lld, \"qps\": %.1f, \"load1\": %.2f}\n",
+               (long long)o.items, th, (long long)nt, qe, load1());
         for (int j = 0; j < ntgt; j++) {
             if (best_np[j] < 0) {
                 fprintf(stderr, "  target %.2f not reached\n", tgt[j]);
                 continue;
             }
             for (int r = 0; r < o.repeats; r++) {
-                t0 = now();
-                if (search_ivf(&ix, Q, nq, k, best_np[j], it, sc))
+                t0 = bench_now();
+                if (search_ivf(&ix, Q, nt, k, best_np[j], it, sc))
                     return 1;
-                runs[r] = (double)nq / (now() - t0);
+                runs[r] = (double)nt / (bench_now() - t0);
             }
-            double qi = median(runs, o.repeats);
-            fprintf(stderr, "  ivf%s recall@%d >= %.2f: nprobe %lld (recall %.4f) %.0f QPS = %.1fx exact\n",
+            double qi = bench_median(runs, o.repeats);
+            fprintf(stderr,
+                    "  ivf%s recall@%d >= %.2f: nprobe %lld (recall %.4f) %.0f QPS = %.1fx exact\n",
                     o.quantize ? "+sq8" : "", k, tgt[j], (long long)best_np[j], best_rec[j], qi,
                     qi / qe);
             printf("{\"impl\": \"mpirec\", \"kind\": \"ivf\", \"quantize\": %d, \"items\": %lld, "
                    "\"threads\": %d, \"target\": %.3f, \"nprobe\": %lld, \"nlist\": %lld, "
-                   "\"recall\": %.4f, \"qps\": %.1f, \"speedup_vs_exact\": %.2f}\n",
-                   o.quantize, (long long)o.items, th, tgt[j], (long long)best_np[j],
-                   (long long)L, best_rec[j], qi, qi / qe);
+                   "\"recall\": %.4f, \"qps\": %.1f, \"speedup_vs_exact\": %.2f, "
+                   "\"load1\": %.2f}\n",
+                   o.quantize, (long long)o.items, th, tgt[j], (long long)best_np[j], (long long)L,
+                   best_rec[j], qi, qi / qe, load1());
         }
         fflush(stdout);
     }
+    printf("{\"impl\": \"mpirec\", \"kind\": \"memory\", \"items\": %lld, \"peak_rss_mib\": "
+           "%.0f}\n",
+           (long long)o.items, peak_rss_mib());
     free(runs);
     free(gt);
     free(it);

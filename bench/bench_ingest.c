@@ -26,20 +26,9 @@
 #include "mpirec/config.h"
 #include "mpirec/dataset.h"
 #include "mpirec/reader.h"
+#include "bench_util.h"
 
 #define BUF (8 << 20)
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static int count_cb(const MrRecord *r, void *ud)
 {
@@ -157,8 +146,8 @@ int main(int argc, char **argv)
         mr_dataset_free(&d);
     }
     double mb_rank = (double)size / 1e6 / c.size;
-    double raw = mb_rank / median(t_raw, reps), parse = mb_rank / median(t_parse, reps),
-           ing = mb_rank / median(t_ing, reps);
+    double raw = mb_rank / bench_median(t_raw, reps), parse = mb_rank / bench_median(t_parse, reps),
+           ing = mb_rank / bench_median(t_ing, reps);
     if (c.rank == 0) {
         printf("{\"summary\": true, \"file\": \"%s\", \"bytes\": %lld, \"records\": %lld, "
                "\"ranks\": %d, \"repeats\": %d, \"raw_mb_s_per_rank\": %.1f, "

@@ -33,25 +33,7 @@
 #include "mpirec/hash.h"
 #include "mpirec/model.h"
 #include "mpirec/optim.h"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "bench_util.h"
 
 static void die(const char *what, const MrErr *e)
 {
@@ -78,16 +60,16 @@ static GemmTimes gemm_rates(int64_t B, int d, int64_t bs, int repeats)
         S[i] = 1e-4f;
     double *tb = malloc((size_t)repeats * sizeof(double));
     for (int r = 0; r < repeats; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (int64_t i0 = 0; i0 < B; i0 += bs) {
             int64_t nb = B - i0 < bs ? B - i0 : bs;
             mr_mk_gemm_f(0, 1, nb, B, d, 1.0f, Q + i0 * d, d, C, d, 0.0f, S, B);
             mr_mk_gemm_f(0, 0, nb, d, B, 1.0f, S, B, C, d, 0.0f, dQ + i0 * d, d);
             mr_mk_gemm_f(1, 0, B, d, nb, 1.0f, S, B, Q + i0 * d, d, 1.0f, dC, d);
         }
-        tb[r] = now() - t0;
+        tb[r] = bench_now() - t0;
     }
-    GemmTimes g = {median(tb, repeats), 0};
+    GemmTimes g = {bench_median(tb, repeats), 0};
     free(S);
     /* whole products: needs the full [B x B] matrix (256 MiB at 8192) */
     float *Sf = malloc((size_t)(B * B) * sizeof(float));
@@ -96,13 +78,13 @@ static GemmTimes gemm_rates(int64_t B, int d, int64_t bs, int repeats)
             Sf[i] = 1e-4f;
         int rf = repeats < 3 ? repeats : 3;
         for (int r = 0; r < rf; r++) {
-            double t0 = now();
+            double t0 = bench_now();
             mr_mk_gemm_f(0, 1, B, B, d, 1.0f, Q, d, C, d, 0.0f, Sf, B);
             mr_mk_gemm_f(0, 0, B, d, B, 1.0f, Sf, B, C, d, 0.0f, dQ, d);
             mr_mk_gemm_f(1, 0, B, d, B, 1.0f, Sf, B, Q, d, 0.0f, dC, d);
-            tb[r] = now() - t0;
+            tb[r] = bench_now() - t0;
         }
-        g.full_s = median(tb, rf);
+        g.full_s = bench_median(tb, rf);
         free(Sf);
     }
     free(tb);
@@ -250,7 +232,7 @@ static StepTimes run_steps(MrTask task, int64_t B, int d, int repeats)
     for (int it = -warm; it < reps; it++) {
         int64_t step = it + warm;
         const int64_t *bu = uid + (step % nbatch) * B, *bi = iid + (step % nbatch) * B;
-        double t0 = now();
+        double t0 = bench_now();
         dedup(&du, bu, B, step, uslot);
         dedup(&di, bi, B, step, islot);
         for (int64_t j = 0; j < du.n; j++)
@@ -264,11 +246,11 @@ static StepTimes run_steps(MrTask task, int64_t B, int d, int repeats)
         if (mr_model_forward_towers(&m, &v, &w, &e) != MR_OK)
             die("forward", &e);
         double loss, sse;
-        double tl0 = now();
+        double tl0 = bench_now();
         if (mr_retrieval_loss(&o, B, B, s.qout, w.Q, w.Cl, 0, ids, NULL, 1.0, w.dQ, w.dCl, &loss,
                               &w, &e) != MR_OK)
             die("loss", &e);
-        double tl1 = now();
+        double tl1 = bench_now();
         if (task == MR_TASK_MULTITASK && mr_model_rating_step(&m, &v, B, 1.0, &w, &sse, &e) != MR_OK)
             die("rating", &e);
         if (mr_model_backward_towers(&m, &v, &w, &e) != MR_OK)
@@ -277,15 +259,15 @@ static StepTimes run_steps(MrTask task, int64_t B, int d, int repeats)
         mr_optim_rows_update(&opt, tabU, accU, TABLE_ROWS, d, du.rows, w.dU, du.n);
         mr_optim_rows_update(&opt, tabI, accI, TABLE_ROWS, d, di.rows, w.dI, di.n);
         mr_optim_step_done(&opt);
-        double t1 = now();
-        double tg0 = now();
+        double t1 = bench_now();
+        double tg0 = bench_now();
         for (int64_t i0 = 0; Sb && i0 < B; i0 += bs) {
             int64_t nb = B - i0 < bs ? B - i0 : bs;
             mr_mk_gemm_f(0, 1, nb, B, d, 1.0f, w.Q + i0 * d, d, w.Cl, d, 0.0f, Sb, B);
             mr_mk_gemm_f(0, 0, nb, d, B, 1.0f, Sb, B, w.Cl, d, 0.0f, gq + i0 * d, d);
             mr_mk_gemm_f(1, 0, B, d, nb, 1.0f, Sb, B, w.Q + i0 * d, d, 1.0f, gc, d);
         }
-        double tg1 = now();
+        double tg1 = bench_now();
         if (it >= 0) {
             ts[it] = t1 - t0;
             tl[it] = tl1 - tl0;
@@ -298,7 +280,7 @@ static StepTimes run_steps(MrTask task, int64_t B, int d, int repeats)
             exit(1);
         }
     }
-    StepTimes r = {median(ts, reps), median(tl, reps), median(tg, reps), su / reps, si / reps};
+    StepTimes r = {bench_median(ts, reps), bench_median(tl, reps), bench_median(tg, reps), su / reps, si / reps};
     free(ts);
     free(tl);
     free(tg);
@@ -363,13 +345,13 @@ static double loss_with(const MrRetrievalOpts *o, int64_t B, int d, int repeats)
     }
     double *t = malloc((size_t)repeats * sizeof(double)), loss;
     for (int r = -1; r < repeats; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         if (mr_retrieval_loss(o, B, B, d, Q, C, 0, ids, p, 1.0, dQ, dC, &loss, &w, &e) != MR_OK)
             die("loss", &e);
         if (r >= 0)
-            t[r] = now() - t0;
+            t[r] = bench_now() - t0;
     }
-    double m = median(t, repeats);
+    double m = bench_median(t, repeats);
     free(t);
     free(Q);
     free(C);

@@ -30,6 +30,7 @@
 
 #include "mpirec/hash.h"
 #include "mpirec/reader.h"
+#include "bench_util.h"
 
 #define BLOCK ((size_t)4 << 20)
 
@@ -38,25 +39,6 @@
  * machine it equals wall time for this single-threaded program. --clock wall
  * switches to CLOCK_MONOTONIC. */
 static clockid_t g_clock = CLOCK_THREAD_CPUTIME_ID;
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(g_clock, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 typedef struct Acc {
     int64_t records, bad;
@@ -135,7 +117,7 @@ static double time_read(const char *path, char *buf, size_t *total)
     int fd = open(path, O_RDONLY);
     if (fd < 0)
         return -1;
-    double t0 = now();
+    double t0 = bench_now();
     size_t n = 0;
     for (;;) {
         ssize_t k = read(fd, buf, BLOCK);
@@ -143,7 +125,7 @@ static double time_read(const char *path, char *buf, size_t *total)
             break;
         n += (size_t)k;
     }
-    double t = now() - t0;
+    double t = bench_now() - t0;
     close(fd);
     *total = n;
     return t;
@@ -174,10 +156,10 @@ static double time_parse(MrReader *r, const char *buf, size_t len, int64_t ds, i
     int64_t next_line;
     int done;
     memset(acc, 0, sizeof *acc);
-    double t0 = now();
+    double t0 = bench_now();
     mr_reader_parse(r, buf + ds, len - (size_t)ds, ds, line, INT64_MAX, 1, sink, acc, &consumed,
                     &next_line, &done);
-    return now() - t0;
+    return bench_now() - t0;
 }
 
 /* read() + parse with the carry-over of an unfinished record, like data/ingest.c. */
@@ -190,7 +172,7 @@ static double time_stream(MrReader *r, const char *path, int64_t ds, int64_t lin
     char *buf = malloc(cap);
     int64_t off = ds; /* file offset of buf[0] */
     memset(acc, 0, sizeof *acc);
-    double t0 = now();
+    double t0 = bench_now();
     if (lseek(fd, ds, SEEK_SET) < 0) {
         free(buf);
         close(fd);
@@ -221,7 +203,7 @@ static double time_stream(MrReader *r, const char *path, int64_t ds, int64_t lin
         if (done)
             break;
     }
-    double t = now() - t0;
+    double t = bench_now() - t0;
     free(buf);
     close(fd);
     return t;
@@ -381,9 +363,9 @@ int main(int argc, char **argv)
     for (int k = 0; k < runs; k++) {
         size_t n;
         t_read[k] = time_read(file, blk, &n);
-        double t0 = now();
+        double t0 = bench_now();
         mr_shard_count(buf, len, spec.quote, &q, &nl);
-        t_count[k] = now() - t0;
+        t_count[k] = bench_now() - t0;
         t_parse[k] = time_parse(r, buf, len, ds, line, &acc);
         t_stream[k] = time_stream(r, file, ds, line, &acc2);
     }
@@ -395,8 +377,8 @@ int main(int argc, char **argv)
         return 1;
     }
     double mbytes = (double)len / 1e6;
-    double read_s = mbytes / median(t_read, runs), count_s = mbytes / median(t_count, runs),
-           parse_s = mbytes / median(t_parse, runs), stream_s = mbytes / median(t_stream, runs);
+    double read_s = mbytes / bench_median(t_read, runs), count_s = mbytes / bench_median(t_count, runs),
+           parse_s = mbytes / bench_median(t_parse, runs), stream_s = mbytes / bench_median(t_stream, runs);
 
     printf("file     %s (%.1f MB, %lld records, %lld bad, %.1f bytes/record)\n", file, mbytes,
            (long long)acc.records, (long long)acc.bad,
@@ -410,7 +392,7 @@ int main(int argc, char **argv)
     printf("count    %8.0f MB/s   (mr_shard_count: quotes and newlines)\n", count_s);
     printf("parse    %8.0f MB/s   (in memory)   read/parse  = %.2fx\n", parse_s, read_s / parse_s);
     printf("stream   %8.0f MB/s   (read+parse)  read/stream = %.2fx   %.1f M records/s\n", stream_s,
-           read_s / stream_s, (double)acc.records / median(t_stream, runs) / 1e6);
+           read_s / stream_s, (double)acc.records / bench_median(t_stream, runs) / 1e6);
     printf("check    %016llx\n", (unsigned long long)acc.h);
     printf("command  ");
     for (int i = 0; i < argc; i++)

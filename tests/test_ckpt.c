@@ -68,14 +68,6 @@ static void no_open_ids(void)
     CU_ASSERT_EQUAL(n, 0);
 }
 
-#define ASSERT_HAS(msg, needle)                                                                    \
-    do {                                                                                           \
-        const char *m_ = (msg);                                                                    \
-        if (!strstr(m_, (needle)))                                                                 \
-            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                         \
-        CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
-    } while (0)
-
 /* A fresh empty directory for one test. */
 static const char *fresh_dir(const char *name)
 {

@@ -23,15 +23,6 @@
 #include "mpirec/ckpt.h"
 #include "test_util.h"
 
-#define ASSERT_HAS(msg, needle)                                                                    \
-    do {                                                                                           \
-        const char *m_ = (msg);                                                                    \
-        if (!strstr(m_, (needle)))                                                                 \
-            fprintf(stderr, "\n  [rank %d] expected \"%s\" in: %s\n", g_test_comm->rank, (needle), \
-                    m_);                                                                           \
-        CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
-    } while (0)
-
 /* A directory shared by all ranks, emptied by rank 0. */
 static const char *shared_dir(const char *name)
 {

@@ -379,6 +379,45 @@ static void test_bad_files(void)
     mr_dataset_free(&d);
 }
 
+/* Duplicate pairs on a file large enough for many buckets of the distributed
+ * count (80K records drawn from 400 x 300 pairs: about 22K repeats), against a
+ * naive count over the generating pairs. */
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_duplicates_many(void)
+{
+    enum { N = 80000 };
+    static int64_t pair[N];
+    static char text[N * 24 + 64];
+    size_t len = (size_t)snprintf(text, sizeof text, "user,item,rating\n");
+    uint64_t x = 12345;
+    for (int i = 0; i < N; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        int u = (int)((x >> 33) % 400), it = (int)((x >> 13) % 300);
+        pair[i] = (int64_t)u * 1000 + it;
+        len += (size_t)snprintf(text + len, sizeof text - len, "u%d,i%d,%d\n", u, it, 1 + i % 5);
+    }
+    qsort(pair, N, sizeof *pair, cmp_i64);
+    int64_t want = 0;
+    for (int i = 1; i < N; i++)
+        want += pair[i] == pair[i - 1];
+    MrConfig cfg;
+    MrDataset d;
+    MrErr e;
+    mr_config_defaults(&cfg);
+    cfg.data.columns.rating = (MrColumn){"rating", -1};
+    snprintf(cfg.data.path, sizeof cfg.data.path, "%s", scratch("dups.csv", text));
+    CU_ASSERT_EQUAL_FATAL(mr_ingest(&d, g_test_comm, &cfg, &e), MR_OK);
+    CU_ASSERT_EQUAL(d.sum.records, N);
+    CU_ASSERT(want > N / 8); /* ~21.6K expected: many repeats */
+    CU_ASSERT_EQUAL(d.sum.duplicate_pairs, want);
+    mr_dataset_free(&d);
+}
+
 int add_suite_mpi_ingest(void)
 {
     CU_pSuite s = CU_add_suite("mpi_ingest", NULL, NULL);
@@ -392,5 +431,6 @@ int add_suite_mpi_ingest(void)
     CU_add_test(s, "yelp_truncated", test_yelp_truncated);
     CU_add_test(s, "fashion", test_fashion);
     CU_add_test(s, "bad_files", test_bad_files);
+    CU_add_test(s, "duplicates_many", test_duplicates_many);
     return 0;
 }

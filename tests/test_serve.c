@@ -19,14 +19,6 @@
 #include "mpirec/train.h"
 #include "test_util.h"
 
-#define ASSERT_HAS(msg, needle)                                                                    \
-    do {                                                                                           \
-        const char *m_ = (msg);                                                                    \
-        if (!strstr(m_, (needle)))                                                                 \
-            fprintf(stderr, "\n  expected \"%s\" in: %s\n", (needle), m_);                         \
-        CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
-    } while (0)
-
 static const char *fresh_dir(const char *name)
 {
     static char dir[4][1024];

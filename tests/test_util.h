@@ -11,6 +11,17 @@
 /* The communicator of the runner (size 1 outside mpirun). */
 extern MrComm *g_test_comm;
 
+/* CU assertion that `needle` occurs in the message `msg`; prints both (and the
+ * rank) when it does not, so a failing message check shows the message. */
+#define ASSERT_HAS(msg, needle)                                                                    \
+    do {                                                                                           \
+        const char *m_ = (msg);                                                                    \
+        if (!strstr(m_, (needle)))                                                                 \
+            fprintf(stderr, "\n  [rank %d] expected \"%s\" in: %s\n", g_test_comm->rank, (needle), \
+                    m_);                                                                           \
+        CU_ASSERT_PTR_NOT_NULL(strstr(m_, (needle)));                                              \
+    } while (0)
+
 /* Directory of the real datasets (../shared/data beside the project), from the
  * MPIREC_DATA environment variable that CTest sets. Aborts the test run loudly
  * when it is missing: these tests must not pass by skipping. */

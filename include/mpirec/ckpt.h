@@ -217,13 +217,15 @@ typedef enum MrCkptValueKind {
     MR_CKPT_VAL_INT = 0, /* i */
     MR_CKPT_VAL_FLOAT,   /* f */
     MR_CKPT_VAL_STRING,  /* s */
-    MR_CKPT_VAL_OTHER    /* s holds a description of the type */
+    MR_CKPT_VAL_OTHER,   /* s holds a description of the type */
+    MR_CKPT_VAL_UINT     /* u: unsigned 64-bit (checksums) */
 } MrCkptValueKind;
 
 typedef struct MrCkptAttrInfo {
     char *name; /* "/format_version", "/meta/step": group + name */
     MrCkptValueKind kind;
     int64_t i;
+    uint64_t u;
     double f;
     char *s; /* string value (or type description) */
 } MrCkptAttrInfo;

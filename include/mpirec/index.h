@@ -77,6 +77,7 @@ typedef struct MrIndex {
      * dimension-major ([d][MR_INDEX_LANES]) so a SIMD lane scores one item; padding
      * lanes are zero. */
     int64_t *list_blk;      /* [nlist + 1] */
+    float *cent_blk;        /* [ceil(nlist / LANES) x d x LANES] centroids, same layout */
     int64_t nblk;           /* total blocks */
     float *list_emb;        /* [nblk x d x LANES] embeddings (NULL when quantized) */
     uint8_t *codes;         /* [nblk x d x LANES] 8-bit codes of residuals x - centroid (quantize) */
@@ -92,41 +93,71 @@ typedef struct MrIndex {
 } MrIndex;
 
 /* Per-query exclusions (e.g. items seen in training): excl[excl_off[q] ..
- * excl_off[q+1]) are item indices never returned for query q. */
+ * excl_off[q+1]) are item indices never returned for query q. Lists need not be
+ * sorted; repeats and indices outside [0, n) are ignored. excl_off must not
+ * decrease (MR_EUSAGE). */
 typedef struct MrExclusions {
     const int64_t *excl_off; /* [nq + 1] */
     const int64_t *excl;
 } MrExclusions;
 
 /* Lifecycle */
+/* Index parameters from the index.* config keys; the seed drives k-means. */
 void mr_index_params_from_config(MrIndexParams *p, const MrConfig *c, uint64_t seed);
-/* Build over n embeddings (copied). ids/ids_off may be NULL (then ids are "0","1"..).
+/* Build over n embeddings [n x d] (copied; the caller keeps its arrays). ids /
+ * ids_off may be NULL (then ids are the decimal item indices "0", "1", ...);
+ * otherwise they are copied, and must be unique (MR_EDATA names a repeat).
  * sample_queries [ns x d] (real user embeddings) are used to measure recall@k and
- * QPS, and to choose nprobe when p->nprobe = 0. */
+ * QPS (ix->stats, saved with the file), and to choose nprobe when p->nprobe = 0:
+ * the smallest nprobe whose recall@k on the sample reaches p->target_recall with a
+ * margin of two standard errors of the per-query recall (so that users outside
+ * the sample reach it too; docs/index.md). ns = 0 measures nothing (stats.queries
+ * = 0, recall = -1) and is refused (MR_EUSAGE) with p->nprobe = 0. k larger than
+ * n is clamped. ix is overwritten, not freed: pass a fresh or freed index.
+ * Errors: MR_EDATA (no items, a non-finite embedding, repeated ids), MR_ECONFIG
+ * (bad parameters), MR_EUSAGE (k < 1, bad sample), MR_ENOMEM. On error ix is empty. */
 int mr_index_build(MrIndex *ix, const MrIndexParams *p, const float *emb, int64_t n, int d,
                    const char *ids, const int64_t *ids_off, const float *sample_queries,
                    int64_t ns, int k, MrErr *e);
+/* Release everything build/load allocated and zero ix. Accepts NULL and an
+ * already freed index. */
 void mr_index_free(MrIndex *ix);
 
 /* Operations */
 /* Top-k for nq queries [nq x d]: out_items [nq x k] item indices (-1 when fewer
- * than k candidates exist after exclusions), out_scores [nq x k], best first.
- * k larger than the number of items is clamped (documented) — the rest is -1.
- * nprobe 0 = the index's own; ignored by exact. excl may be NULL. */
+ * than k candidates exist after exclusions), out_scores [nq x k] (-INFINITY for
+ * the -1 slots), best first; equal scores go to the lower item index. k larger
+ * than the number of items is clamped: slots n .. k-1 are -1. A query with a NaN
+ * gets no candidates (all -1). nprobe 0 = the index's own (stats.nprobe); larger
+ * than nlist = nlist; ignored by exact. excl may be NULL.
+ * Threads: as many as OpenBLAS is set to use; while they run, OpenBLAS is set to
+ * one thread (each of ours calls it on its own share) and restored afterwards,
+ * so do not run other BLAS work from another thread at the same time. Results do
+ * not depend on the thread count. Errors: MR_EUSAGE (k < 1, nprobe < 0, bad
+ * exclusion offsets, NULL arrays), MR_ENOMEM. */
 int mr_index_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t nprobe,
                     const MrExclusions *excl, int64_t *out_items, float *out_scores, MrErr *e);
-/* Exact search regardless of kind (the reference for recall). */
+/* Exact search regardless of kind (the reference for recall); as above. */
 int mr_index_search_exact(const MrIndex *ix, const float *Q, int64_t nq, int k,
                           const MrExclusions *excl, int64_t *out_items, float *out_scores,
                           MrErr *e);
 
 /* Files (serial HDF5, rank 0). Layout documented in docs/index.md. */
+/* Write atomically (PATH.tmp, fsync, rename, fsync of the directory). MR_EIO
+ * names the path and the reason. HDF5's own error printing is switched off for
+ * the process (docs/index.md says why). */
 int mr_index_save(const MrIndex *ix, const char *path, MrErr *e);
-/* Load; MR_EFORMAT for a missing dataset, bad checksum, wrong magic or version. */
+/* Load into ix (overwritten, not freed). MR_EIO: cannot open (missing, no
+ * permission). MR_EFORMAT: not HDF5, truncated, corrupt (HDF5 metadata checks, a
+ * dataset or /meta checksum, an impossible shape or offset), wrong magic (a
+ * checkpoint is recognised and named) or format version. Every message names the
+ * file. On error ix is empty. */
 int mr_index_load(MrIndex *ix, const char *path, MrErr *e);
 
 /* Queries */
-/* Item index of an id string, or -1 (binary search: ids are sorted by bytes). */
+/* Item index of an id string (len bytes, no NUL needed), or -1. Binary search
+ * over the ids in byte order (vocabulary ids are stored sorted; other ids use a
+ * sorted permutation kept in id_order). */
 int64_t mr_index_find_item(const MrIndex *ix, const char *id, size_t len);
 
 #endif

@@ -115,7 +115,11 @@ static herr_t attr_cb(hid_t loc, const char *name, const H5A_info_t *info, void 
         H5T_class_t cls = H5Tget_class(t);
         hssize_t np = H5Sget_simple_extent_npoints(sp);
         int bad = 0;
-        if (np == 1 && cls == H5T_INTEGER) {
+        if (np == 1 && cls == H5T_INTEGER && H5Tget_sign(t) == H5T_SGN_NONE &&
+            H5Tget_size(t) == 8) {
+            ai->kind = MR_CKPT_VAL_UINT; /* read as int64, a checksum above 2^63 would clip */
+            bad = H5Aread(a, H5T_NATIVE_UINT64, &ai->u) < 0;
+        } else if (np == 1 && cls == H5T_INTEGER) {
             ai->kind = MR_CKPT_VAL_INT;
             bad = H5Aread(a, H5T_NATIVE_INT64, &ai->i) < 0;
         } else if (np == 1 && cls == H5T_FLOAT) {

@@ -128,6 +128,9 @@ static void json_attr_value(FILE *f, const MrCkptAttrInfo *a)
     case MR_CKPT_VAL_INT:
         fprintf(f, "%" PRId64, a->i);
         break;
+    case MR_CKPT_VAL_UINT:
+        fprintf(f, "%" PRIu64, a->u);
+        break;
     case MR_CKPT_VAL_FLOAT:
         json_num(f, a->f);
         break;
@@ -236,6 +239,9 @@ static void print_text_value(FILE *f, const MrCkptAttrInfo *a, int full)
     switch (a->kind) {
     case MR_CKPT_VAL_INT:
         fprintf(f, "%" PRId64, a->i);
+        break;
+    case MR_CKPT_VAL_UINT:
+        fprintf(f, "%" PRIu64, a->u);
         break;
     case MR_CKPT_VAL_FLOAT:
         fprintf(f, "%.17g", a->f);

@@ -8,6 +8,7 @@
 #include "mpirec/strtab.h"
 
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "mpirec/hash.h"
 
@@ -32,9 +33,25 @@ uint64_t mr_strhash(const char *p, size_t n)
     return mr_splitmix64(h);
 }
 
+/* Large slot arrays are 2 MiB aligned and marked for transparent huge pages: at
+ * millions of ids every probe lands on a different 4 KiB page, and the TLB misses
+ * (one page walk per lookup, which also stalls the prefetches) cost more than the
+ * cache misses themselves. */
+#define HUGE_PAGE (2u << 20)
+
 static MrStrSlot *alloc_slots(int64_t cap)
 {
-    MrStrSlot *s = aligned_alloc(64, (size_t)cap * sizeof *s);
+    size_t bytes = (size_t)cap * sizeof(MrStrSlot);
+    MrStrSlot *s;
+    if (bytes >= HUGE_PAGE) {
+        s = aligned_alloc(HUGE_PAGE, bytes); /* bytes is a power of two >= HUGE_PAGE */
+#ifdef MADV_HUGEPAGE
+        if (s)
+            (void)madvise(s, bytes, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+    } else {
+        s = aligned_alloc(64, bytes);
+    }
     if (!s)
         return NULL;
     for (int64_t i = 0; i < cap; i++)

@@ -409,41 +409,77 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, const uint32
     return rc;
 }
 
-/* LSD radix sort of 64-bit keys, 16 bits per pass, skipping passes where every
- * key has the same digit. */
-static int radix_u64(uint64_t *a, int64_t n)
+/* How many of a[0..n) equal an earlier element (n minus the distinct count). One
+ * scatter pass buckets the keys by their top bits (they are uniform hashes) into
+ * buckets of about 1K keys; each bucket's distinct keys are then counted with an
+ * open-addressing set small enough to stay in L1. Two streaming passes, where a
+ * radix sort needs four or more and a global hash set misses the cache per key.
+ * Returns -1 when out of memory. */
+static int64_t count_repeats(const uint64_t *a, int64_t n)
 {
     if (n < 2)
         return 0;
-    uint64_t *orig = a, *b = malloc((size_t)n * sizeof *b);
-    int64_t *cnt = malloc((65536 + 1) * sizeof *cnt);
-    if (!b || !cnt) {
-        free(b);
-        free(cnt);
-        return -1;
+    int bits = 0;
+    while (bits < 16 && (n >> bits) > 1024)
+        bits++;
+    int64_t nb = (int64_t)1 << bits;
+    int64_t *start = calloc((size_t)nb + 1, sizeof *start);
+    uint64_t *b = malloc((size_t)n * sizeof *b);
+    uint64_t *set = NULL;
+    int64_t reps = -1;
+    if (!start || !b)
+        goto out;
+    int sh = 64 - bits; /* bits == 0: every key in bucket 0 */
+    for (int64_t i = 0; i < n; i++)
+        start[(bits ? a[i] >> sh : 0) + 1]++;
+    int64_t big = 0;
+    for (int64_t k = 0; k < nb; k++) {
+        big = start[k + 1] > big ? start[k + 1] : big;
+        start[k + 1] += start[k];
     }
-    for (int sh = 0; sh < 64; sh += 16) {
-        memset(cnt, 0, (65536 + 1) * sizeof *cnt);
-        for (int64_t i = 0; i < n; i++)
-            cnt[((a[i] >> sh) & 0xffff) + 1]++;
-        if (cnt[((a[0] >> sh) & 0xffff) + 1] == n)
+    for (int64_t i = 0; i < n; i++)
+        b[start[bits ? a[i] >> sh : 0]++] = a[i]; /* start[k] ends at bucket k's end */
+    int lg = 1;
+    while (((int64_t)1 << lg) < 2 * big)
+        lg++;
+    set = malloc(((size_t)1 << lg) * sizeof *set);
+    if (!set)
+        goto out;
+    reps = 0;
+    for (int64_t k = 0, lo = 0; k < nb; lo = start[k], k++) {
+        int64_t len = start[k] - lo;
+        if (len < 2)
             continue;
-        for (int dgt = 0; dgt < 65536; dgt++)
-            cnt[dgt + 1] += cnt[dgt];
-        for (int64_t i = 0; i < n; i++)
-            b[cnt[(a[i] >> sh) & 0xffff]++] = a[i];
-        uint64_t *t = a;
-        a = b;
-        b = t;
+        int l = 1;
+        while (((int64_t)1 << l) < 2 * len)
+            l++;
+        uint64_t mask = ((uint64_t)1 << l) - 1;
+        memset(set, 0, ((size_t)1 << l) * sizeof *set);
+        int zero = 0; /* 0 marks an empty slot, so the key 0 is tracked apart */
+        for (int64_t i = lo; i < start[k]; i++) {
+            uint64_t x = b[i];
+            if (!x) {
+                reps += zero;
+                zero = 1;
+                continue;
+            }
+            for (uint64_t j = (x * 0x9E3779B97F4A7C15ULL) >> (64 - l);; j = (j + 1) & mask) {
+                if (set[j] == x) {
+                    reps++;
+                    break;
+                }
+                if (!set[j]) {
+                    set[j] = x;
+                    break;
+                }
+            }
+        }
     }
-    /* After an odd number of moves the sorted data is in the scratch buffer. */
-    if (a != orig) {
-        memcpy(orig, a, (size_t)n * sizeof *a);
-        b = a;
-    }
+out:
+    free(start);
     free(b);
-    free(cnt);
-    return 0;
+    free(set);
+    return reps;
 }
 
 /* Duplicate (user, item) pairs: a pair occurring m times contributes m - 1.
@@ -451,9 +487,7 @@ static int radix_u64(uint64_t *a, int64_t n)
  * users all map to the OOV id 0 and are not duplicates of each other): each
  * record's key is a 64-bit hash of its user and item strings (a false match needs
  * a 64-bit collision: ~n^2 / 2^65, negligible). Keys go to the rank owning their
- * hash, are radix-sorted there, and equal neighbours are counted; sorting streams
- * through memory where a hash set of millions of pairs would miss the cache on
- * every insert. */
+ * hash, and each owner counts its repeated keys (count_repeats). */
 static int count_duplicates(MrComm *c, const uint64_t *keys, int64_t n, int64_t *dups, MrErr *e)
 {
     int P = c->size;
@@ -481,13 +515,11 @@ static int count_duplicates(MrComm *c, const uint64_t *keys, int64_t n, int64_t 
         goto out;
     free(send);
     send = NULL;
-    if (radix_u64(recv, nr) != 0)
+    int64_t d = count_repeats(recv, nr);
+    if (d < 0)
         rc = mr_err_set(e, MR_ENOMEM, "out of memory counting duplicates");
     if ((rc = mr_comm_agree(c, rc, e)))
         goto out;
-    int64_t d = 0;
-    for (int64_t k = 1; k < nr; k++)
-        d += recv[k] == recv[k - 1];
     if ((rc = mr_comm_allreduce_i64(c, &d, 1, MR_SUM, e)))
         goto out;
     *dups = d;

@@ -57,6 +57,7 @@ void mr_index_free(MrIndex *ix)
     free(ix->list_off);
     free(ix->list_items);
     free(ix->list_blk);
+    free(ix->cent_blk);
     free(ix->list_emb);
     free(ix->codes);
     free(ix->code_scale);
@@ -109,7 +110,8 @@ int ix_ids_order(MrIndex *ix, MrErr *e)
     for (i = 1; i < n; i++)
         if (id_cmp_at(ix, ix->id_order[i - 1], ix->id_order[i]) == 0) {
             int64_t a = ix->id_order[i - 1];
-            return mr_err_set(e, MR_EDATA, "index: item id '%.*s' appears twice (items %lld and %lld)",
+            return mr_err_set(e, MR_EDATA,
+                              "index: item id '%.*s' appears twice (items %lld and %lld)",
                               (int)(ix->ids_off[a + 1] - ix->ids_off[a]), ix->ids + ix->ids_off[a],
                               (long long)a, (long long)ix->id_order[i]);
         }
@@ -124,8 +126,8 @@ int64_t mr_index_find_item(const MrIndex *ix, const char *id, size_t len)
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
         int64_t it = ix->id_order ? ix->id_order[mid] : mid;
-        int c = cmp_bytes(ix->ids + ix->ids_off[it], (size_t)(ix->ids_off[it + 1] - ix->ids_off[it]),
-                          id, len);
+        int c = cmp_bytes(ix->ids + ix->ids_off[it],
+                          (size_t)(ix->ids_off[it + 1] - ix->ids_off[it]), id, len);
         if (c < 0)
             lo = mid + 1;
         else
@@ -155,8 +157,7 @@ static int check_search_args(const MrIndex *ix, const float *Q, int64_t nq, int 
 }
 
 int mr_index_search_exact(const MrIndex *ix, const float *Q, int64_t nq, int k,
-                          const MrExclusions *excl, int64_t *out_items, float *out_scores,
-                          MrErr *e)
+                          const MrExclusions *excl, int64_t *out_items, float *out_scores, MrErr *e)
 {
     int rc = check_search_args(ix, Q, nq, k, out_items, out_scores, e);
     if (rc || nq == 0)
@@ -311,7 +312,8 @@ static int measure(MrIndex *ix, const float *Qs, int64_t ns, int k, MrErr *e)
         rank = malloc((size_t)m * sizeof *rank);
         int64_t *byrank = malloc((size_t)m * sizeof *byrank);
         int64_t *start = calloc((size_t)L + 1, sizeof *start);
-        int64_t *hits = calloc((size_t)ns, sizeof *hits), *valid = calloc((size_t)ns, sizeof *valid);
+        int64_t *hits = calloc((size_t)ns, sizeof *hits),
+                *valid = calloc((size_t)ns, sizeof *valid);
         if (!rank || !byrank || !start || !hits || !valid) {
             free(byrank);
             free(start);
@@ -388,9 +390,11 @@ out:
 static int check_params(const MrIndexParams *p, MrErr *e)
 {
     if (p->kind != MR_INDEX_EXACT && p->kind != MR_INDEX_IVF)
-        return mr_err_set(e, MR_ECONFIG, "index.kind: unknown kind %d (exact or ivf)", (int)p->kind);
+        return mr_err_set(e, MR_ECONFIG, "index.kind: unknown kind %d (exact or ivf)",
+                          (int)p->kind);
     if (p->nlist < 0)
-        return mr_err_set(e, MR_ECONFIG, "index.nlist: must be >= 0 (got %lld)", (long long)p->nlist);
+        return mr_err_set(e, MR_ECONFIG, "index.nlist: must be >= 0 (got %lld)",
+                          (long long)p->nlist);
     if (p->nprobe < 0)
         return mr_err_set(e, MR_ECONFIG, "index.nprobe: must be >= 0 (got %lld)",
                           (long long)p->nprobe);
@@ -447,15 +451,16 @@ static int copy_ids(MrIndex *ix, const char *ids, const int64_t *ids_off, MrErr 
 }
 
 int mr_index_build(MrIndex *ix, const MrIndexParams *p, const float *emb, int64_t n, int d,
-                   const char *ids, const int64_t *ids_off, const float *sample_queries,
-                   int64_t ns, int k, MrErr *e)
+                   const char *ids, const int64_t *ids_off, const float *sample_queries, int64_t ns,
+                   int k, MrErr *e)
 {
     memset(ix, 0, sizeof *ix);
     int rc = check_params(p, e);
     if (rc)
         return rc;
     if (n < 1 || d < 1 || !emb)
-        return mr_err_set(e, MR_EDATA, "index build: need at least one item of dim >= 1 (got %lld x %d)",
+        return mr_err_set(e, MR_EDATA,
+                          "index build: need at least one item of dim >= 1 (got %lld x %d)",
                           (long long)n, d);
     if (k < 1)
         return mr_err_set(e, MR_EUSAGE, "index build: k must be >= 1 (got %d)", k);

@@ -12,7 +12,10 @@
  *                     quantized codes (uint8 [n x d], list order), code_scale,
  *                     code_offset
  * Every dataset has a uint64 attribute `checksum` (wrapping sum over rows of
- * mix(row, fnv1a64(row bytes))). Strings are fixed-length, NUL-terminated ASCII.
+ * mix(row, fnv1a64(row bytes))). Strings are written fixed-length, NUL-terminated
+ * ASCII; the reader takes any string attribute (fixed or variable length, ASCII or
+ * UTF-8 character set), so it also reads the magic of the checkpoint module's files
+ * (UTF-8) and an index whose attributes were rewritten with h5py.
  *
  * Writing: a temporary file next to the target, closed, fsync'ed, renamed over the
  * target, then the directory fsync'ed: a reader sees the old file or the new one.
@@ -56,9 +59,29 @@
 typedef enum AKind { A_I64, A_F64, A_U64, A_STR } AKind;
 
 enum {
-    M_KIND, M_ITEMS, M_DIM, M_NLIST, M_NLIST_PARAM, M_NPROBE_PARAM, M_TARGET, M_ITERS, M_QUANT, M_RESCORE,
-    M_SEED, M_AUGNORM, M_MODEL_HASH, M_SOURCE, M_SOURCE_STEP, M_K, M_QUERIES, M_RECALL,
-    M_QPS_EXACT, M_QPS, M_NPROBE, M_THREADS, M_COUNT
+    M_KIND,
+    M_ITEMS,
+    M_DIM,
+    M_NLIST,
+    M_NLIST_PARAM,
+    M_NPROBE_PARAM,
+    M_TARGET,
+    M_ITERS,
+    M_QUANT,
+    M_RESCORE,
+    M_SEED,
+    M_AUGNORM,
+    M_MODEL_HASH,
+    M_SOURCE,
+    M_SOURCE_STEP,
+    M_K,
+    M_QUERIES,
+    M_RECALL,
+    M_QPS_EXACT,
+    M_QPS,
+    M_NPROBE,
+    M_THREADS,
+    M_COUNT
 };
 
 static const struct {
@@ -232,8 +255,8 @@ static int wattr_str(hid_t loc, const char *name, const char *s)
 }
 
 /* A dataset [rows] (cols == 0) or [rows x cols] with its checksum attribute. */
-static int wdset(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int64_t rows,
-                 int64_t cols, size_t elem, const void *data)
+static int wdset(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int64_t rows, int64_t cols,
+                 size_t elem, const void *data)
 {
     hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
     hid_t sp = H5Screate_simple(cols ? 2 : 1, dims, NULL), ds = -1;
@@ -270,12 +293,13 @@ static int write_file(const MrIndex *ix, const char *tmp, const char *path, MrEr
     int rc = MR_OK;
     hid_t fapl = -1, f = -1, gm = -1, gi = -1, gv = -1;
     uint8_t *codes = NULL;
-#define WFAIL(what)                                                                            \
-    do {                                                                                       \
-        rc = mr_err_set(e, MR_EIO, "index file '%s': cannot write %s (HDF5 error; disk full or " \
-                                   "no permission?)",                                          \
-                        path, what);                                                           \
-        goto out;                                                                              \
+#define WFAIL(what)                                                                                \
+    do {                                                                                           \
+        rc = mr_err_set(e, MR_EIO,                                                                 \
+                        "index file '%s': cannot write %s (HDF5 error; disk full or "              \
+                        "no permission?)",                                                         \
+                        path, what);                                                               \
+        goto out;                                                                                  \
     } while (0)
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) < 0 ||
@@ -358,8 +382,8 @@ static int write_file(const MrIndex *ix, const char *tmp, const char *path, MrEr
             if (wdset(gv, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, ix->n, ix->d, 1, codes) ||
                 wdset(gv, "code_scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ix->d, 0, sizeof(float),
                       ix->code_scale) ||
-                wdset(gv, "code_offset", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ix->d, 0,
-                      sizeof(float), ix->code_offset))
+                wdset(gv, "code_offset", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ix->d, 0, sizeof(float),
+                      ix->code_offset))
                 WFAIL("/ivf codes");
         }
     }
@@ -370,8 +394,10 @@ out:
     /* closing the file flushes it: a failure here is a failed write */
     bad |= close_id(f);
     if (bad && rc == MR_OK)
-        rc = mr_err_set(e, MR_EIO, "index file '%s': closing the temporary file failed "
-                                   "(disk full?)", path);
+        rc = mr_err_set(e, MR_EIO,
+                        "index file '%s': closing the temporary file failed "
+                        "(disk full?)",
+                        path);
     return rc;
 }
 
@@ -452,9 +478,10 @@ static int rattr_num(Rd *r, hid_t loc, const char *name, AKind kind, void *out)
                    : kind == A_U64 ? H5T_NATIVE_UINT64
                                    : H5T_NATIVE_INT64;
         if (!ok)
-            rc = fmt(r, name, kind == A_F64 ? "expected a float64 attribute"
-                              : kind == A_U64 ? "expected a uint64 attribute"
-                                              : "expected a signed integer attribute");
+            rc = fmt(r, name,
+                     kind == A_F64   ? "expected a float64 attribute"
+                     : kind == A_U64 ? "expected a uint64 attribute"
+                                     : "expected a signed integer attribute");
         else if (H5Aread(a, mt, out) < 0)
             rc = fmt(r, name, "cannot read attribute");
     }
@@ -463,28 +490,56 @@ static int rattr_num(Rd *r, hid_t loc, const char *name, AKind kind, void *out)
     return rc;
 }
 
+/* A string attribute as any HDF5 writer stores one: fixed-length (NUL-terminated,
+ * NUL- or space-padded) or variable-length, with either character set. Our own
+ * writer uses fixed-length ASCII; the checkpoint module writes UTF-8, and h5py
+ * writes Python strings as variable-length UTF-8. The memory type takes the file
+ * type's character set because HDF5 converts no string between ASCII and UTF-8
+ * (H5Aread fails), and one byte more than the stored size so a string that fills
+ * its whole width keeps its last character. Bytes are copied, not validated: the
+ * values are compared with known strings or printed escaped. */
 static int rattr_str(Rd *r, hid_t loc, const char *name, char *out, size_t cap)
 {
     hid_t a, t, mt = -1;
+    char *buf = NULL, *vs = NULL;
     int rc = open_attr(r, loc, name, &a, &t);
-    if (rc == MR_OK) {
-        size_t sz = H5Tget_size(t);
-        if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) != 0)
-            rc = fmt(r, name, "expected a fixed-length string attribute");
-        else if (sz == 0 || sz > cap)
-            rc = fmt(r, name, "string attribute has an impossible length");
-        else {
-            char *buf = malloc(sz + 1);
-            mt = H5Tcopy(H5T_C_S1);
-            if (!buf || mt < 0 || H5Tset_size(mt, sz) < 0 || H5Aread(a, mt, buf) < 0)
-                rc = fmt(r, name, "cannot read string attribute");
-            else {
-                buf[sz] = '\0';
-                snprintf(out, cap, "%s", buf);
-            }
-            free(buf);
-        }
+    if (rc != MR_OK)
+        goto out;
+    htri_t var = H5Tget_class(t) == H5T_STRING ? H5Tis_variable_str(t) : -1;
+    H5T_cset_t cs = var < 0 ? H5T_CSET_ERROR : H5Tget_cset(t);
+    size_t sz = H5Tget_size(t);
+    const char *v = NULL;
+    if (var < 0 || (cs != H5T_CSET_ASCII && cs != H5T_CSET_UTF8)) {
+        rc = fmt(r, name, "expected a string attribute (ASCII or UTF-8)");
+    } else if (var) {
+        mt = H5Tcopy(H5T_C_S1);
+        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Tset_cset(mt, cs) < 0 ||
+            H5Aread(a, mt, &vs) < 0)
+            rc = fmt(r, name, "cannot read string attribute");
+        v = vs ? vs : "";
+    } else if (sz == 0 || sz > cap) {
+        rc = fmt(r, name, "string attribute has an impossible length");
+    } else {
+        buf = malloc(sz + 1);
+        mt = H5Tcopy(H5T_C_S1);
+        if (!buf || mt < 0 || H5Tset_size(mt, sz + 1) < 0 ||
+            H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 || H5Tset_cset(mt, cs) < 0 ||
+            H5Aread(a, mt, buf) < 0)
+            rc = fmt(r, name, "cannot read string attribute");
+        else
+            buf[sz] = '\0';
+        v = buf;
     }
+    if (rc == MR_OK) {
+        if (strlen(v) >= cap)
+            rc = fmt(r, name, "string attribute is too long");
+        else
+            memcpy(out, v, strlen(v) + 1);
+    }
+out:
+    if (vs)
+        H5free_memory(vs);
+    free(buf);
     close_id(mt);
     close_id(t);
     close_id(a);
@@ -559,7 +614,8 @@ static int dlen(Rd *r, const char *name, int64_t *len)
     hid_t sp = ds < 0 ? -1 : H5Dget_space(ds);
     hsize_t dims[1];
     int rc = MR_OK;
-    if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, dims, NULL) < 0)
+    if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 1 ||
+        H5Sget_simple_extent_dims(sp, dims, NULL) < 0)
         rc = fmt(r, what, "not a 1-D dataset");
     else
         *len = (int64_t)dims[0];
@@ -589,9 +645,17 @@ static int read_index(Rd *r, MrIndex *ix)
     if ((rc = rattr_str(r, r->f, "magic", s, sizeof s)))
         return rc;
     if (strcmp(s, MR_INDEX_MAGIC) != 0) {
+        /* the other kinds of mpirec file, by the magic their writers use */
+        const char *hint = !strcmp(s, "MPIREC-CKPT")
+                               ? " (this is a checkpoint, not an index: give it as --checkpoint; "
+                                 "the index is a run's index.h5 or a file written by `mpirec "
+                                 "index`)"
+                           : !strcmp(s, "MPIREC-SEEN")
+                               ? " (this is an exclude-seen file, not an index: the index is the "
+                                 "file without .seen)"
+                               : "";
         char d[700];
-        snprintf(d, sizeof d, "magic is '%.64s', expected '%s'%s", s, MR_INDEX_MAGIC,
-                 strcmp(s, "MPIREC-CKPT") == 0 ? " (this is a checkpoint, not an index)" : "");
+        snprintf(d, sizeof d, "magic is '%.64s', expected '%s'%s", s, MR_INDEX_MAGIC, hint);
         return fmt(r, "not an mpirec index", d);
     }
     int64_t ver;
@@ -599,8 +663,9 @@ static int read_index(Rd *r, MrIndex *ix)
         return rc;
     if (ver != MR_INDEX_VERSION) {
         char d[160];
-        snprintf(d, sizeof d, "format version %lld, this mpirec reads version %d (rebuild the "
-                              "index with `mpirec index`)",
+        snprintf(d, sizeof d,
+                 "format version %lld, this mpirec reads version %d (rebuild the "
+                 "index with `mpirec index`)",
                  (long long)ver, MR_INDEX_VERSION);
         return fmt(r, "unsupported version", d);
     }
@@ -649,8 +714,9 @@ static int read_index(Rd *r, MrIndex *ix)
         return fmt(r, "/meta nlist", "out of range for this kind and item count");
     if (mv[M_QUANT].i != 0 && (mv[M_QUANT].i != 1 || !ivf))
         return fmt(r, "/meta quantize", "must be 0, or 1 for ivf");
-    if (mv[M_NPROBE].i < 0 || mv[M_NPROBE].i > L || mv[M_NPROBE_PARAM].i < 0 || mv[M_NLIST_PARAM].i < 0 ||
-        mv[M_RESCORE].i < 0 || mv[M_ITERS].i < 0 || mv[M_K].i < 0 || mv[M_QUERIES].i < 0)
+    if (mv[M_NPROBE].i < 0 || mv[M_NPROBE].i > L || mv[M_NPROBE_PARAM].i < 0 ||
+        mv[M_NLIST_PARAM].i < 0 || mv[M_RESCORE].i < 0 || mv[M_ITERS].i < 0 || mv[M_K].i < 0 ||
+        mv[M_QUERIES].i < 0)
         return fmt(r, "/meta", "a parameter is out of range");
     if (!(mv[M_AUGNORM].f >= 0 && isfinite(mv[M_AUGNORM].f)))
         return fmt(r, "/meta aug_norm", "not a finite non-negative number");
@@ -712,8 +778,8 @@ static int read_index(Rd *r, MrIndex *ix)
         return mr_err_set(r->e, MR_ENOMEM, "index file '%s': no memory for %lld lists", r->path,
                           (long long)L);
     if ((rc = rdset(r, "ivf/centroids", H5T_FLOAT, 4, 0, H5T_NATIVE_FLOAT, L, d, ix->centroids)) ||
-        (rc = rdset(r, "ivf/probe_bias", H5T_FLOAT, 4, 0, H5T_NATIVE_FLOAT, L, 0,
-                    ix->probe_bias)) ||
+        (rc =
+             rdset(r, "ivf/probe_bias", H5T_FLOAT, 4, 0, H5T_NATIVE_FLOAT, L, 0, ix->probe_bias)) ||
         (rc = rdset(r, "ivf/list_offsets", H5T_INTEGER, 8, H5T_SGN_2, H5T_NATIVE_INT64, L + 1, 0,
                     ix->list_off)) ||
         (rc = rdset(r, "ivf/list_items", H5T_INTEGER, 8, H5T_SGN_2, H5T_NATIVE_INT64, n, 0,

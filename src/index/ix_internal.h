@@ -47,7 +47,8 @@ static inline unsigned ix_mask16_ge(const float *s, float thr)
 #elif defined(__AVX2__)
     __m256 t = _mm256_set1_ps(thr);
     unsigned lo = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s), t, _CMP_GE_OQ));
-    unsigned hi = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 8), t, _CMP_GE_OQ));
+    unsigned hi =
+        (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + 8), t, _CMP_GE_OQ));
     return lo | hi << 8;
 #else
     unsigned m = 0;
@@ -95,6 +96,76 @@ static inline void ix_heap_push(IxHeap *h, float s, int64_t i)
  * -INFINITY. */
 void ix_heap_drain(IxHeap *h, int64_t *items, float *scores, int k);
 
+/* ---- top-m candidates ----------------------------------------------------------------
+ * Small m (k = 10): the heap above. Larger m (the ivf rescoring candidates): a heap
+ * costs log m unpredictable steps per insertion, so a buffer of 2m slots appends
+ * anything better than its threshold and, when full, keeps the m best by
+ * quickselect and raises the threshold to the m-th best: O(1) amortised per
+ * insertion. (At m = 10 the quickselects cost more than the heap.) Same total
+ * order either way: (score desc, item asc); NaN never enters. */
+#define IX_TOP_HEAP_MAX 32
+
+typedef struct IxTop {
+    float *s; /* [cap] (heap) or [2 cap] (buffer) */
+    int64_t *i;
+    int64_t n, cap;
+    int heap; /* 1: binary heap of IxHeap, worst at [0] */
+    float ts; /* buffer: the cap-th best kept so far (-inf until known) */
+    int64_t ti;
+} IxTop;
+
+/* Slots the storage must have for capacity cap. */
+static inline int64_t ix_top_slots(int64_t cap)
+{
+    return cap <= IX_TOP_HEAP_MAX ? cap : 2 * cap;
+}
+
+static inline void ix_top_init(IxTop *t, float *s, int64_t *i, int64_t cap)
+{
+    t->s = s;
+    t->i = i;
+    t->n = 0;
+    t->cap = cap;
+    t->heap = cap <= IX_TOP_HEAP_MAX;
+    t->ts = -INFINITY;
+    t->ti = INT64_MAX;
+}
+
+void ix_top_compact(IxTop *t);
+
+/* The score a candidate must reach (>=) to be worth ix_top_wants. */
+static inline float ix_top_thr(const IxTop *t)
+{
+    return t->heap ? (t->n < t->cap ? -INFINITY : t->s[0]) : t->ts;
+}
+
+/* Would (v, it) enter? */
+static inline int ix_top_wants(const IxTop *t, float v, int64_t it)
+{
+    if (t->heap)
+        return t->n < t->cap ? v == v : ix_worse(t->s[0], t->i[0], v, it);
+    return ix_worse(t->ts, t->ti, v, it);
+}
+
+/* Add a candidate ix_top_wants accepted. */
+static inline void ix_top_push(IxTop *t, float v, int64_t it)
+{
+    if (t->heap) {
+        IxHeap h = {t->s, t->i, t->n, t->cap};
+        ix_heap_push_slow(&h, v, it);
+        t->n = h.n;
+        return;
+    }
+    t->s[t->n] = v;
+    t->i[t->n] = it;
+    if (++t->n == 2 * t->cap)
+        ix_top_compact(t);
+}
+
+/* The best min(n, cap) entries, best first, into items/scores; the rest of the k
+ * slots -1 / -inf. Empties t. */
+void ix_top_drain(IxTop *t, int64_t *items, float *scores, int k);
+
 /* ---- exclusions --------------------------------------------------------------- */
 /* Per-query exclusion lists, copied and sorted so a lookup is a binary search. */
 typedef struct IxExcl {
@@ -141,8 +212,16 @@ typedef struct IxTeam {
 void ix_team_start(IxTeam *t, int nthreads);
 void ix_team_run(IxTeam *t, void (*fn)(void *arg, int tid, int nth), void *arg);
 void ix_team_stop(IxTeam *t);
-/* Threads the index uses: OpenBLAS's count (at least 1). */
+/* Threads the index uses: OpenBLAS's count, at least 1 and at most IX_MAX_THREADS. */
+#define IX_MAX_THREADS 64
 int ix_threads(void);
+/* While a team of more than one thread runs, each of its threads calls sgemm on
+ * its own share with OpenBLAS set to one thread (OpenBLAS's documented way to be
+ * called from several threads): this keeps OpenBLAS's idle workers from spinning
+ * against ours between calls, which on 2 cores made 2 threads slower than 1.
+ * begin returns the previous setting; end restores it. */
+int ix_blas_single_begin(int team);
+void ix_blas_single_end(int team, int prev);
 double ix_now(void);
 
 /* ---- checksums ---------------------------------------------------------------------
@@ -158,8 +237,7 @@ int ix_exact_search(const float *emb, int64_t n, int d, const float *Q, int64_t 
                     const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads,
                     MrErr *e);
 int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t nprobe,
-                  const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads,
-                  MrErr *e);
+                  const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads, MrErr *e);
 /* k-means + lists + codes into ix (ix->n, d, emb, p already set). */
 int ix_ivf_train(MrIndex *ix, MrErr *e);
 /* Derived search layout (list_blk, list_emb or codes) from the stored arrays;

@@ -8,7 +8,7 @@
  * partitions are plain L2 k-means cells of the x', and a query probes the cells
  * whose centroids c' are nearest to q', i.e. the largest
  *     (M/|q|) q.c~ - |c'|^2/2          (c~ = the first D coordinates of c')
- * — one sgemm against the centroids plus a per-list bias. A norm-heavy item lands
+ * — one dot product per centroid plus a per-list bias. A norm-heavy item lands
  * in a cell of high-norm centroids that large-q.c queries probe first, which is
  * what a cosine (direction-only) partition gets wrong.
  *
@@ -18,8 +18,9 @@
  * point farthest from its centroid. Every random choice is a counter-based hash
  * of (seed, tag, counter) (include/mpirec/hash.h), so builds are reproducible.
  *
- * Search: for a block of queries one sgemm scores all centroids; each thread takes
- * a share of the block, picks every query's nprobe lists, and then scans
+ * Search: each thread takes a share of a block of queries, scores every query's
+ * centroids with the 16-lane kernel below (so a query's probe scores do not depend
+ * on the other queries in the batch), picks its nprobe lists (select_top), then scans
  * list-major: each 16-item block of a list is loaded once and scored for every
  * query of the share that probes that list. Per query the scan would be bound by
  * memory (each list block used once); list-major it runs from cache. Lists are
@@ -27,8 +28,8 @@
  * vector register each accumulate one item's dot product in the fixed order
  * t = 0 .. D-1 (no reassociation, identical to ix_dot's scalar order).
  * Quantized: codes of the residual x - c~ with a per-dimension affine scale; the
- * approximate score is q.c~ + q.offset + sum_t (q_t scale_t) code_t (q.c~ comes
- * from the same centroid sgemm), the best `rescore` are rescored with the float
+ * approximate score is q.c~ + q.offset + sum_t (q_t scale_t) code_t (q.c~ is the
+ * centroid dot product of probing), the best `rescore` are rescored with the float
  * rows.
  *
  * Not done: no product quantization, no anisotropic (ScaNN) loss, no spherical
@@ -44,10 +45,9 @@
 #include "mpirec/hash.h"
 
 #define TRAIN_PER_LIST 64
-#define INIT_PER_LIST 16
-#define TAG_TRAIN 0x6976667472ULL /* "ivftr": training sample */
-#define TAG_INIT 0x697666696eULL  /* "ivfin": k-means++ */
-#define QB 256                    /* queries per centroid sgemm */
+#define INIT_PER_LIST  16
+#define TAG_TRAIN      0x6976667472ULL /* "ivftr": training sample */
+#define TAG_INIT       0x697666696eULL /* "ivfin": k-means++ */
 
 /* A hash-driven uniform integer in [0, m) (m < 2^32 here, bias < 2^-32). */
 static int64_t rand_below(uint64_t base, uint64_t ctr, int64_t m)
@@ -92,11 +92,17 @@ static void augment(const float *x, int d, double M2, float *out)
 /* ---- assignment (shared by Lloyd and the final pass) ----------------------------- */
 
 typedef struct AssignCtx {
-    const float *S;   /* [pb x L] dots */
-    const float *cn;  /* [L] |c|^2 */
-    int64_t pb, L;
-    int64_t *a;       /* [pb] nearest centroid */
-    float *dist;      /* [pb] |c|^2 - 2 x.c of it (|x'|^2 = M^2 left out) */
+    const float *X;   /* [m x Da] augmented points, or NULL: augment emb on the fly */
+    const float *emb; /* [m x D] */
+    int d;
+    double M2;
+    int64_t m, pb, L;
+    const float *C;  /* [L x Da] */
+    const float *cn; /* [L] |c|^2 */
+    float **S;       /* [threads] -> [pb x L] dots */
+    float **Xb;      /* [threads] -> [pb x Da] augmented block (X == NULL) */
+    int64_t *a;      /* [m] nearest centroid */
+    float *dist;     /* [m] |c|^2 - 2 x.c of it (|x'|^2 = M^2 left out) */
 } AssignCtx;
 
 /* min over j of cn[j] - 2 s[j], and the first j reaching it. 2 s is exact, so
@@ -110,8 +116,8 @@ static int64_t argmin_dist(const float *cn, const float *s, int64_t L, float *be
 #if defined(__AVX512F__)
     __m512 vm = _mm512_set1_ps(INFINITY), two = _mm512_set1_ps(2.0f);
     for (; j + 16 <= L; j += 16)
-        vm = _mm512_min_ps(vm, _mm512_fnmadd_ps(two, _mm512_loadu_ps(s + j),
-                                                 _mm512_loadu_ps(cn + j)));
+        vm = _mm512_min_ps(vm,
+                           _mm512_fnmadd_ps(two, _mm512_loadu_ps(s + j), _mm512_loadu_ps(cn + j)));
     m = _mm512_reduce_min_ps(vm);
 #endif
     for (; j < L; j++) {
@@ -125,30 +131,45 @@ static int64_t argmin_dist(const float *cn, const float *s, int64_t L, float *be
     return 0;
 }
 
-static void assign_rows(void *arg, int tid, int nth)
+/* Thread tid takes blocks tid, tid + nth, ... of a fixed grid of pb points, each
+ * one sgemm (OpenBLAS single-threaded here) + argmin: the same call shapes for
+ * any thread count, hence the same assignment. */
+static void assign_blocks(void *arg, int tid, int nth)
 {
     AssignCtx *c = arg;
-    for (int64_t r = c->pb * tid / nth; r < c->pb * (tid + 1) / nth; r++)
-        c->a[r] = argmin_dist(c->cn, c->S + r * c->L, c->L, &c->dist[r]);
+    int Da = c->d + 1;
+    for (int64_t p0 = (int64_t)tid * c->pb; p0 < c->m; p0 += (int64_t)nth * c->pb) {
+        int64_t nb = c->m - p0 < c->pb ? c->m - p0 : c->pb;
+        const float *A = c->X ? c->X + p0 * Da : c->Xb[tid];
+        if (!c->X)
+            for (int64_t r = 0; r < nb; r++)
+                augment(c->emb + (p0 + r) * c->d, c->d, c->M2, c->Xb[tid] + r * Da);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)c->L, Da, 1.0f, A, Da,
+                    c->C, Da, 0.0f, c->S[tid], (int)c->L);
+        for (int64_t r = 0; r < nb; r++)
+            c->a[p0 + r] = argmin_dist(c->cn, c->S[tid] + r * c->L, c->L, &c->dist[p0 + r]);
+    }
 }
 
 /* Assign m augmented points (rows of X [m x Da], or, when X is NULL, the items
  * emb[0 .. m) augmented on the fly) to the nearest of L centroids C [L x Da]. */
-static int assign_all(const float *X, const float *emb, int d, double M2, int64_t m,
-                      const float *C, int64_t L, int64_t *a, float *dist, IxTeam *team,
-                      MrErr *e)
+static int assign_all(const float *X, const float *emb, int d, double M2, int64_t m, const float *C,
+                      int64_t L, int64_t *a, float *dist, IxTeam *team, MrErr *e)
 {
-    int Da = d + 1;
+    int Da = d + 1, nth = team->n, rc = MR_OK;
     int64_t pb = (1 << 20) / L;
     pb = pb < 16 ? 16 : pb > 4096 ? 4096 : pb;
-    float *S = malloc((size_t)(pb * L) * sizeof *S);
+    float *S[IX_MAX_THREADS] = {0}, *Xb[IX_MAX_THREADS] = {0}; /* team.n <= IX_MAX_THREADS */
     float *cn = malloc((size_t)L * sizeof *cn);
-    float *Xb = X ? NULL : malloc((size_t)(pb * Da) * sizeof *Xb);
-    if (!S || !cn || (!X && !Xb)) {
-        free(S);
-        free(cn);
-        free(Xb);
-        return mr_err_set(e, MR_ENOMEM, "ivf build: no memory for the assignment buffers");
+    for (int t = 0; t < nth; t++) {
+        S[t] = malloc((size_t)(pb * L) * sizeof *S[t]);
+        Xb[t] = X ? NULL : malloc((size_t)(pb * Da) * sizeof *Xb[t]);
+        if (!S[t] || (!X && !Xb[t]))
+            rc = MR_ENOMEM;
+    }
+    if (!cn || rc) {
+        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for the assignment buffers");
+        goto out;
     }
     for (int64_t j = 0; j < L; j++) {
         double s = 0;
@@ -156,25 +177,17 @@ static int assign_all(const float *X, const float *emb, int d, double M2, int64_
             s += (double)C[j * Da + t] * C[j * Da + t];
         cn[j] = (float)s;
     }
-    for (int64_t p0 = 0; p0 < m; p0 += pb) {
-        int64_t nb = m - p0 < pb ? m - p0 : pb;
-        const float *A;
-        if (X) {
-            A = X + p0 * Da;
-        } else {
-            for (int64_t r = 0; r < nb; r++)
-                augment(emb + (p0 + r) * d, d, M2, Xb + r * Da);
-            A = Xb;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)L, Da, 1.0f, A, Da, C,
-                    Da, 0.0f, S, (int)L);
-        AssignCtx c = {S, cn, nb, L, a + p0, dist + p0};
-        ix_team_run(team, assign_rows, &c);
+    AssignCtx c = {X, emb, d, M2, m, pb, L, C, cn, S, Xb, a, dist};
+    int prev = ix_blas_single_begin(team->n);
+    ix_team_run(team, assign_blocks, &c);
+    ix_blas_single_end(team->n, prev);
+out:
+    for (int t = 0; t < nth; t++) {
+        free(S[t]);
+        free(Xb[t]);
     }
-    free(S);
     free(cn);
-    free(Xb);
-    return MR_OK;
+    return rc;
 }
 
 /* ---- k-means ------------------------------------------------------------------- */
@@ -246,8 +259,8 @@ static int kmeanspp(const float *P, int64_t ni, int Da, int64_t L, uint64_t seed
 }
 
 /* Lloyd iterations on the nt training points X [nt x Da]; C in/out. */
-static int lloyd(const float *X, int64_t nt, int d, float *C, int64_t L,
-                 int iters, IxTeam *team, MrErr *e)
+static int lloyd(const float *X, int64_t nt, int d, float *C, int64_t L, int iters, IxTeam *team,
+                 MrErr *e)
 {
     int Da = d + 1;
     int64_t *a = malloc((size_t)nt * sizeof *a);
@@ -357,8 +370,8 @@ int ix_ivf_train(MrIndex *ix, MrErr *e)
     P = malloc((size_t)(ni * Da) * sizeof *P);
     C = malloc((size_t)(L * Da) * sizeof *C);
     if (!sel || !X || !P || !C) {
-        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for k-means on %lld x %d", (long long)nt,
-                        Da);
+        rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for k-means on %lld x %d",
+                        (long long)nt, Da);
         goto out;
     }
     /* Sorted sample: the rows of X follow memory order of emb. */
@@ -422,8 +435,8 @@ int ix_ivf_train(MrIndex *ix, MrErr *e)
             free(codes);
             free(lo);
             free(hi);
-            rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for %lld x %d codes",
-                            (long long)n, d);
+            rc = mr_err_set(e, MR_ENOMEM, "ivf build: no memory for %lld x %d codes", (long long)n,
+                            d);
             goto out;
         }
         for (int t = 0; t < d; t++) {
@@ -474,8 +487,14 @@ int ix_ivf_layout(MrIndex *ix, const uint8_t *codes_flat, MrErr *e)
     int64_t L = ix->nlist;
     int d = ix->d;
     ix->list_blk = malloc((size_t)(L + 1) * sizeof *ix->list_blk);
-    if (!ix->list_blk)
+    int64_t cb = (L + IX_LANES - 1) / IX_LANES;
+    ix->cent_blk = calloc((size_t)(cb * d * IX_LANES), sizeof *ix->cent_blk);
+    if (!ix->list_blk || !ix->cent_blk)
         return mr_err_set(e, MR_ENOMEM, "ivf: no memory for the list layout");
+    for (int64_t j = 0; j < L; j++)
+        for (int t = 0; t < d; t++)
+            ix->cent_blk[((j / IX_LANES) * d + t) * IX_LANES + j % IX_LANES] =
+                ix->centroids[j * d + t];
     ix->list_blk[0] = 0;
     for (int64_t j = 0; j < L; j++) {
         int64_t sz = ix->list_off[j + 1] - ix->list_off[j];
@@ -528,20 +547,6 @@ uint8_t *ix_ivf_codes_flat(const MrIndex *ix)
 
 /* ---- search ------------------------------------------------------------------------ */
 
-/* Probe score of every list for query q, whose centroid dots are s [L]. */
-static void probe_scores(const MrIndex *ix, const float *q, const float *s, float *ps)
-{
-    double qn = 0;
-    for (int t = 0; t < ix->d; t++)
-        qn += (double)q[t] * q[t];
-    qn = sqrt(qn);
-    /* q' = M q / |q|: scaling q does not change the item order, but it fixes the
-     * balance between q.c~ and the bias; a zero or non-finite q gets scale 1. */
-    float alpha = qn > 0 && isfinite(qn) ? (float)(ix->aug_norm / qn) : 1.0f;
-    for (int64_t j = 0; j < ix->nlist; j++)
-        ps[j] = alpha * s[j] + ix->probe_bias[j];
-}
-
 /* 16 items' dot products with q, block layout [D][16]. Every lane is one fused
  * multiply-add chain over t = 0 .. D-1, the same operations as ix_dot. */
 static inline void kern_f32(const float *q, const float *blk, int d, float *out)
@@ -549,8 +554,8 @@ static inline void kern_f32(const float *q, const float *blk, int d, float *out)
 #if defined(__AVX512F__)
     __m512 acc = _mm512_setzero_ps();
     for (int t = 0; t < d; t++)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(q[t]), _mm512_loadu_ps(blk + (size_t)t * IX_LANES),
-                              acc);
+        acc =
+            _mm512_fmadd_ps(_mm512_set1_ps(q[t]), _mm512_loadu_ps(blk + (size_t)t * IX_LANES), acc);
     _mm512_storeu_ps(out, acc);
 #elif defined(__AVX2__) && defined(__FMA__)
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -573,18 +578,12 @@ static inline void kern_f32(const float *q, const float *blk, int d, float *out)
 #endif
 }
 
-/* Approximate scores base + sum_t qs[t] * code[t] of 16 quantized items. */
+#if !defined(__AVX512F__)
+/* Approximate scores base + sum_t qs[t] * code[t] of 16 quantized items (with
+ * AVX-512 only the four-query kernel below is used). */
 static inline void kern_u8(const float *qs, const uint8_t *blk, int d, float base, float *out)
 {
-#if defined(__AVX512F__)
-    __m512 acc = _mm512_setzero_ps();
-    for (int t = 0; t < d; t++) {
-        __m128i c = _mm_loadu_si128((const __m128i *)(blk + (size_t)t * IX_LANES));
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(qs[t]), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)),
-                              acc);
-    }
-    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_set1_ps(base), acc));
-#elif defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__)
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     for (int t = 0; t < d; t++) {
         const uint8_t *row = blk + (size_t)t * IX_LANES;
@@ -609,46 +608,147 @@ static inline void kern_u8(const float *qs, const uint8_t *blk, int d, float bas
         out[l] = base + acc[l];
 #endif
 }
+#endif
+
+/* Four queries against one block: the block's rows are loaded once for all four
+ * and the four accumulator chains are independent (the single-query kernel is a
+ * chain of D dependent fused multiply-adds, latency-bound). Each lane still sums
+ * its products in the order t = 0 .. D-1: results equal kern_f32's bit for bit. */
+static inline void kern_f32_x4(const float *const q[4], const float *blk, int d,
+                               float out[4][IX_LANES])
+{
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < d; t++) {
+        __m512 x = _mm512_loadu_ps(blk + (size_t)t * IX_LANES);
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[0][t]), x, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[1][t]), x, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[2][t]), x, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(q[3][t]), x, a3);
+    }
+    _mm512_storeu_ps(out[0], a0);
+    _mm512_storeu_ps(out[1], a1);
+    _mm512_storeu_ps(out[2], a2);
+    _mm512_storeu_ps(out[3], a3);
+#else
+    for (int i = 0; i < 4; i++)
+        kern_f32(q[i], blk, d, out[i]);
+#endif
+}
+
+static inline void kern_u8_x4(const float *const qs[4], const uint8_t *blk, int d,
+                              const float base[4], float out[4][IX_LANES])
+{
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < d; t++) {
+        __m128i c = _mm_loadu_si128((const __m128i *)(blk + (size_t)t * IX_LANES));
+        __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c));
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(qs[0][t]), x, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(qs[1][t]), x, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(qs[2][t]), x, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(qs[3][t]), x, a3);
+    }
+    _mm512_storeu_ps(out[0], _mm512_add_ps(_mm512_set1_ps(base[0]), a0));
+    _mm512_storeu_ps(out[1], _mm512_add_ps(_mm512_set1_ps(base[1]), a1));
+    _mm512_storeu_ps(out[2], _mm512_add_ps(_mm512_set1_ps(base[2]), a2));
+    _mm512_storeu_ps(out[3], _mm512_add_ps(_mm512_set1_ps(base[3]), a3));
+#else
+    for (int i = 0; i < 4; i++)
+        kern_u8(qs[i], blk, d, base[i], out[i]);
+#endif
+}
+
+/* One query against four consecutive blocks (independent chains, as above). */
+static inline void kern_f32_4blk(const float *q, const float *blk, int d, float *out)
+{
+#if defined(__AVX512F__)
+    const size_t bs = (size_t)d * IX_LANES;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < d; t++) {
+        __m512 qt = _mm512_set1_ps(q[t]);
+        const float *r = blk + (size_t)t * IX_LANES;
+        a0 = _mm512_fmadd_ps(qt, _mm512_loadu_ps(r), a0);
+        a1 = _mm512_fmadd_ps(qt, _mm512_loadu_ps(r + bs), a1);
+        a2 = _mm512_fmadd_ps(qt, _mm512_loadu_ps(r + 2 * bs), a2);
+        a3 = _mm512_fmadd_ps(qt, _mm512_loadu_ps(r + 3 * bs), a3);
+    }
+    _mm512_storeu_ps(out, a0);
+    _mm512_storeu_ps(out + IX_LANES, a1);
+    _mm512_storeu_ps(out + 2 * IX_LANES, a2);
+    _mm512_storeu_ps(out + 3 * IX_LANES, a3);
+#else
+    for (int i = 0; i < 4; i++)
+        kern_f32(q, blk + (size_t)i * (size_t)d * IX_LANES, d, out + i * IX_LANES);
+#endif
+}
+
+/* Probe score of every list for query q: dots [L rounded up to LANES] gets
+ * q . c~ of every centroid (the blocked kernel, so the values do not depend on
+ * which other queries are searched with q), ps [L] the probe scores. */
+static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *ps)
+{
+    int d = ix->d;
+    int64_t L = ix->nlist;
+    double qn = 0;
+    for (int t = 0; t < d; t++)
+        qn += (double)q[t] * q[t];
+    qn = sqrt(qn);
+    int64_t nb = (L + IX_LANES - 1) / IX_LANES, b = 0;
+    for (; b + 4 <= nb; b += 4)
+        kern_f32_4blk(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
+    for (; b < nb; b++)
+        kern_f32(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
+    /* q' = M q / |q|: scaling q does not change the item order, but it fixes the
+     * balance between q.c~ and the bias; a zero or non-finite q gets scale 1. */
+    float alpha = qn > 0 && isfinite(qn) ? (float)(ix->aug_norm / qn) : 1.0f;
+    for (int64_t j = 0; j < L; j++)
+        ps[j] = alpha * dots[j] + ix->probe_bias[j];
+}
 
 /* Per-thread buffers of the search; qmax = the most queries one thread takes from
  * a block. */
 typedef struct IvfScratch {
-    float *ps;       /* [L] probe scores of one query */
-    uint32_t *key;   /* [L] sortable keys of the probe scores */
-    int64_t *probe;  /* [qmax x nprobe] lists each query probes (list order) */
-    int64_t *nprb;   /* [qmax] how many */
-    IxHeap *heaps;   /* [qmax] candidate heaps (k, or rescore when quantized) */
-    float *hs;       /* [qmax x cap] */
-    int64_t *hi;     /* [qmax x cap] */
-    float *fs;       /* [k] final heap of the rescoring */
+    float *dots;    /* [L rounded up to LANES] q . c~ of one query */
+    float *ps;      /* [L] its probe scores */
+    uint32_t *key;  /* [L] bins / sortable keys of the probe scores */
+    int64_t *tie;   /* [L] select_top scratch */
+    float *ts;      /* [L] */
+    int64_t *tout;  /* [L] */
+    int64_t *probe; /* [qmax x nprobe] lists each query probes (list order) */
+    float *pdot;    /* [qmax x nprobe] q . c~ of those lists */
+    int64_t *nprb;  /* [qmax] how many */
+    IxTop *tops;    /* [qmax] candidates (k, or rescore when quantized) */
+    float *hs;      /* [qmax x cap] */
+    int64_t *hi;    /* [qmax x cap] */
+    float *fs;      /* [k] final heap of the rescoring */
     int64_t *fi;
-    float *qs;       /* [qmax x D] q * code_scale (quantized) */
-    float *qoff;     /* [qmax] q . code_offset (quantized) */
-    int64_t *icnt;   /* [L + 1] inverted: offsets of each list's queries */
-    int64_t *iq;     /* [qmax x nprobe] inverted: queries by list */
+    float *qs;     /* [qmax x D] q * code_scale (quantized) */
+    float *qoff;   /* [qmax] q . code_offset (quantized) */
+    int64_t *icnt; /* [L + 1] inverted: offsets of each list's queries */
+    int64_t *iq;   /* [qmax x nprobe] inverted: queries by list */
+    float *idot;   /* [qmax x nprobe] inverted: their q . c~ */
 } IvfScratch;
 
 typedef struct IvfCtx {
     const MrIndex *ix;
-    const float *Q;     /* this block's queries [qb x D] */
-    const float *S;     /* [qb x L] centroid dots */
+    const float *Q; /* this block's queries [qb x D] */
     int64_t q0, qb;
     int64_t nprobe;
-    int k;              /* requested (row stride of the outputs) */
-    int64_t kk;         /* clamped */
-    int64_t cap;        /* candidate heap size (kk, or rescore when quantized) */
+    int k;       /* requested (row stride of the outputs) */
+    int64_t kk;  /* clamped */
+    int64_t cap; /* candidate heap size (kk, or rescore when quantized) */
     const IxExcl *ex;
     int64_t *out_items;
     float *out_scores;
-    IvfScratch *scr;    /* [threads] */
+    IvfScratch *scr; /* [threads] */
 } IvfCtx;
 
-static inline void offer(IxHeap *h, float v, int64_t it, const IxExcl *ex, int64_t q)
+/* Offer item `it` with score v to query q's candidates, honouring exclusions. */
+static inline void offer(IxTop *t, float v, int64_t it, const IxExcl *ex, int64_t q)
 {
-    if (h->n < h->cap ? v == v : ix_worse(h->s[0], h->i[0], v, it)) {
-        if (!ix_excluded(ex, q, it))
-            ix_heap_push_slow(h, v, it);
-    }
+    if (ix_top_wants(t, v, it) && !ix_excluded(ex, q, it))
+        ix_top_push(t, v, it);
 }
 
 /* Order-preserving map of a float to 32 bits (larger float -> larger key); NaN
@@ -667,7 +767,7 @@ static inline uint32_t fkey(float f)
  * byte of the candidates still tied with the threshold, so the cost is a few
  * linear passes instead of the ~m log(L/m) heap operations a heap would need (the
  * heap was half of the ivf search time at nprobe in the hundreds). */
-static int64_t select_top(const float *s, int64_t L, int64_t m, uint32_t *key, int64_t *out)
+static int64_t radix_select(const float *s, int64_t L, int64_t m, uint32_t *key, int64_t *out)
 {
     if (m >= L) {
         for (int64_t j = 0; j < L; j++)
@@ -717,19 +817,154 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, uint32_t *key, i
     return n;
 }
 
-/* The lists query r probes: the nprobe best probe scores (ties: lower list). */
-static void select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe,
-                          int64_t *np)
+/* Scratch of select_top, [L] each. */
+typedef struct SelScr {
+    uint32_t *key;
+    int64_t *tie;
+    float *ts;
+    int64_t *tout;
+} SelScr;
+
+/* Indices of the m largest of s[0 .. L) (ties: lower index), as a set. One pass
+ * finds the range, one bins every value into 256 equal-width bins (binning is
+ * monotone: a larger value never lands in a lower bin), the bin holding the m-th
+ * largest is found from the counts, everything above it is taken, and only that
+ * bin's few members are ranked exactly (radix_select). Non-finite values, rare
+ * (a query with NaN or Inf), go to radix_select directly. */
+static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64_t *out)
+{
+    if (m >= L) {
+        for (int64_t j = 0; j < L; j++)
+            out[j] = j;
+        return L;
+    }
+    float mn = INFINITY, mx = -INFINITY;
+    int finite = 1;
+    int64_t j0 = 0;
+#if defined(__AVX512F__)
+    /* min and max do not depend on the order they are taken in */
+    __m512 vmn = _mm512_set1_ps(INFINITY), vmx = _mm512_set1_ps(-INFINITY);
+    __mmask16 fin = 0xffff;
+    for (; j0 + 16 <= L; j0 += 16) {
+        __m512 v = _mm512_loadu_ps(s + j0);
+        /* v - v is 0 exactly when v is finite (Inf - Inf and NaN give NaN) */
+        fin &= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_EQ_OQ);
+        vmn = _mm512_min_ps(vmn, v);
+        vmx = _mm512_max_ps(vmx, v);
+    }
+    finite = fin == 0xffff;
+    mn = _mm512_reduce_min_ps(vmn);
+    mx = _mm512_reduce_max_ps(vmx);
+#endif
+    for (int64_t j = j0; j < L; j++) {
+        float v = s[j];
+        finite &= v > -INFINITY && v < INFINITY;
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    float scale = 255.0f / (mx - mn);
+    if (!finite || !(scale < INFINITY) || !(scale > 0))
+        return radix_select(s, L, m, w->key, out);
+    int64_t cnt[256] = {0};
+    j0 = 0;
+#if defined(__AVX512F__)
+    /* the same operations as the scalar loop, 16 at a time (truncation of a
+     * non-negative value = the C cast) */
+    for (; j0 + 16 <= L; j0 += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j0), _mm512_set1_ps(mn)),
+                                 _mm512_set1_ps(scale));
+        __m512i b = _mm512_min_epi32(_mm512_cvttps_epi32(v), _mm512_set1_epi32(255));
+        _mm512_storeu_si512(w->key + j0, b);
+    }
+    for (int64_t j = 0; j < j0; j++)
+        cnt[w->key[j]]++;
+#endif
+    for (int64_t j = j0; j < L; j++) {
+        int b = (int)((s[j] - mn) * scale);
+        b = b > 255 ? 255 : b;
+        w->key[j] = (uint32_t)b;
+        cnt[b]++;
+    }
+    int b = 255;
+    int64_t need = m;
+    while (cnt[b] < need) {
+        need -= cnt[b];
+        b--;
+    }
+    int64_t n = 0, nt = 0;
+    for (int64_t j = 0; j < L; j++) {
+        if (w->key[j] > (uint32_t)b)
+            out[n++] = j;
+        else if (w->key[j] == (uint32_t)b) {
+            w->tie[nt] = j;
+            w->ts[nt++] = s[j];
+        }
+    }
+    if (need == nt) {
+        for (int64_t t = 0; t < nt; t++)
+            out[n++] = w->tie[t];
+        return n;
+    }
+    /* the tie list is in index order, so its own ties still go to lower indices */
+    int64_t got = radix_select(w->ts, nt, need, w->key, w->tout);
+    for (int64_t t = 0; t < got; t++)
+        out[n++] = w->tie[w->tout[t]];
+    return n;
+}
+
+/* The lists query r probes: the nprobe best probe scores (ties: lower list),
+ * with their q . c~. */
+static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe, float *pdot)
 {
     const MrIndex *ix = c->ix;
-    probe_scores(ix, c->Q + r * ix->d, c->S + r * ix->nlist, w->ps);
-    *np = select_top(w->ps, ix->nlist, c->nprobe, w->key, probe);
+    probe_scores(ix, c->Q + r * ix->d, w->dots, w->ps);
+    SelScr ss = {w->key, w->tie, w->ts, w->tout};
+    int64_t np = select_top(w->ps, ix->nlist, c->nprobe, &ss, probe);
+    for (int64_t p = 0; p < np; p++)
+        pdot[p] = w->dots[probe[p]];
+    return np;
+}
+
+/* Exact scores of the candidates in h (random rows of emb) into f. The rows are
+ * prefetched first, so their cache misses overlap, then scored 16 at a time with
+ * gathered loads; every lane is the same fused multiply-add chain as ix_dot (the
+ * scalar fallback), so the scores are the ones the float lists would give. */
+static void rescore(const MrIndex *ix, const float *q, const IxTop *h, IxHeap *f)
+{
+    int d = ix->d;
+    for (int64_t j = 0; j < h->n; j++) {
+        const char *row = (const char *)(ix->emb + h->i[j] * d);
+        for (int64_t at = 0; at < (int64_t)d * 4; at += 64)
+            __builtin_prefetch(row + at);
+    }
+    int64_t j = 0;
+#if defined(__AVX512F__)
+    if (ix->n * (int64_t)d < INT32_MAX) { /* 32-bit gather offsets */
+        float sc[IX_LANES];
+        for (; j < h->n; j += IX_LANES) {
+            int m = h->n - j < IX_LANES ? (int)(h->n - j) : IX_LANES;
+            int32_t off[IX_LANES];
+            for (int l = 0; l < IX_LANES; l++)
+                off[l] = (int32_t)(h->i[j + (l < m ? l : 0)] * d);
+            __m512i vo = _mm512_loadu_si512(off);
+            __m512 acc = _mm512_setzero_ps();
+            for (int t = 0; t < d; t++)
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(q[t]), _mm512_i32gather_ps(vo, ix->emb + t, 4),
+                                      acc);
+            _mm512_storeu_ps(sc, acc);
+            for (int l = 0; l < m; l++)
+                ix_heap_push(f, sc[l], h->i[j + l]);
+        }
+    }
+#endif
+    for (; j < h->n; j++)
+        ix_heap_push(f, ix_dot(q, ix->emb + h->i[j] * d, d), h->i[j]);
 }
 
 /* One thread's share of a query block, scanned list-major: each block of a list
  * is loaded once and scored for every query of the share that probes the list,
  * so list data is read from cache instead of memory once per query. Scores and
- * the heaps' full (score, item) order make the result independent of the scan
+ * the candidates' full (score, item) order make the result independent of the scan
  * order and of how queries are shared out. */
 static void search_share(void *arg, int tid, int nth)
 {
@@ -744,10 +979,11 @@ static void search_share(void *arg, int tid, int nth)
         w->icnt[j] = 0;
     for (int64_t r = lo; r < hi; r++) {
         int64_t a = r - lo;
-        select_probes(c, w, r, w->probe + a * c->nprobe, &w->nprb[a]);
+        w->nprb[a] = select_probes(c, w, r, w->probe + a * c->nprobe, w->pdot + a * c->nprobe);
         for (int64_t p = 0; p < w->nprb[a]; p++)
             w->icnt[w->probe[a * c->nprobe + p] + 1]++;
-        w->heaps[a] = (IxHeap){w->hs + a * c->cap, w->hi + a * c->cap, 0, c->cap};
+        ix_top_init(&w->tops[a], w->hs + a * ix_top_slots(c->cap), w->hi + a * ix_top_slots(c->cap),
+                    c->cap);
         if (ix->p.quantize) {
             const float *q = c->Q + r * d;
             float qoff = 0;
@@ -761,10 +997,13 @@ static void search_share(void *arg, int tid, int nth)
     for (int64_t j = 0; j < L; j++)
         w->icnt[j + 1] += w->icnt[j];
     for (int64_t a = 0; a < m; a++)
-        for (int64_t p = 0; p < w->nprb[a]; p++)
-            w->iq[w->icnt[w->probe[a * c->nprobe + p]]++] = a;
+        for (int64_t p = 0; p < w->nprb[a]; p++) {
+            int64_t at = w->icnt[w->probe[a * c->nprobe + p]]++;
+            w->iq[at] = a;
+            w->idot[at] = w->pdot[a * c->nprobe + p];
+        }
     /* icnt[l] now ends list l's run: list l's queries are iq[icnt[l-1] .. icnt[l]) */
-    float sc[IX_LANES];
+    float sc[4][IX_LANES];
     for (int64_t l = 0; l < L; l++) {
         int64_t e0 = l ? w->icnt[l - 1] : 0, e1 = w->icnt[l];
         if (e0 == e1)
@@ -775,22 +1014,33 @@ static void search_share(void *arg, int tid, int nth)
             int valid = p1 - pos < IX_LANES ? (int)(p1 - pos) : IX_LANES;
             unsigned vmask = (1u << valid) - 1u; /* padding lanes never count */
             const size_t off = (size_t)b * (size_t)d * IX_LANES;
-            for (int64_t j = e0; j < e1; j++) {
-                int64_t a = w->iq[j], qg = c->q0 + lo + a;
-                IxHeap *h = &w->heaps[a];
+            for (int64_t j = e0; j < e1; j += 4) {
+                /* four queries at a time; a short tail repeats its last query,
+                 * whose extra copies are not offered */
+                int nj = e1 - j < 4 ? (int)(e1 - j) : 4;
+                const float *qv[4];
+                float base[4];
+                for (int u = 0; u < 4; u++) {
+                    int64_t ju = j + (u < nj ? u : nj - 1), a = w->iq[ju];
+                    qv[u] = ix->p.quantize ? w->qs + a * d : c->Q + (lo + a) * d;
+                    base[u] = ix->p.quantize ? w->idot[ju] + w->qoff[a] : 0.0f;
+                }
                 if (ix->p.quantize)
-                    kern_u8(w->qs + a * d, ix->codes + off, d,
-                            c->S[(lo + a) * L + l] + w->qoff[a], sc);
+                    kern_u8_x4(qv, ix->codes + off, d, base, sc);
                 else
-                    kern_f32(c->Q + (lo + a) * d, ix->list_emb + off, d, sc);
-                float thr = ix_heap_thr(h);
-                unsigned msk = ix_mask16_ge(sc, thr) & vmask;
-                while (msk) {
-                    int t = __builtin_ctz(msk);
-                    msk &= msk - 1;
-                    if (sc[t] >= thr) {
-                        offer(h, sc[t], ix->list_items[pos + t], c->ex, qg);
-                        thr = ix_heap_thr(h);
+                    kern_f32_x4(qv, ix->list_emb + off, d, sc);
+                for (int u = 0; u < nj; u++) {
+                    int64_t a = w->iq[j + u], qg = c->q0 + lo + a;
+                    IxTop *h = &w->tops[a];
+                    float thr = ix_top_thr(h);
+                    unsigned msk = ix_mask16_ge(sc[u], thr) & vmask;
+                    while (msk) {
+                        int t = __builtin_ctz(msk);
+                        msk &= msk - 1;
+                        if (sc[u][t] >= thr) {
+                            offer(h, sc[u][t], ix->list_items[pos + t], c->ex, qg);
+                            thr = ix_top_thr(h);
+                        }
                     }
                 }
             }
@@ -800,27 +1050,32 @@ static void search_share(void *arg, int tid, int nth)
         int64_t qg = c->q0 + lo + a;
         int64_t *oi = c->out_items + qg * c->k;
         float *os = c->out_scores + qg * c->k;
-        IxHeap *h = &w->heaps[a];
+        IxTop *h = &w->tops[a];
         if (!ix->p.quantize) {
-            ix_heap_drain(h, oi, os, c->k);
+            ix_top_drain(h, oi, os, c->k);
             continue;
         }
+        ix_top_compact(h);
         /* Rescore the best approximate candidates with the float rows. */
-        const float *q = c->Q + (lo + a) * d;
         IxHeap f = {w->fs, w->fi, 0, c->kk};
-        for (int64_t j = 0; j < h->n; j++)
-            ix_heap_push(&f, ix_dot(q, ix->emb + h->i[j] * d, d), h->i[j]);
+        rescore(ix, c->Q + (lo + a) * d, h, &f);
         ix_heap_drain(&f, oi, os, c->k);
     }
 }
 
 static void scratch_free(IvfScratch *w)
 {
+    free(w->dots);
+    free(w->pdot);
+    free(w->idot);
     free(w->ps);
     free(w->key);
+    free(w->tie);
+    free(w->ts);
+    free(w->tout);
     free(w->probe);
     free(w->nprb);
-    free(w->heaps);
+    free(w->tops);
     free(w->hs);
     free(w->hi);
     free(w->fs);
@@ -832,8 +1087,7 @@ static void scratch_free(IvfScratch *w)
 }
 
 int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t nprobe,
-                  const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads,
-                  MrErr *e)
+                  const IxExcl *ex, int64_t *out_items, float *out_scores, int nthreads, MrErr *e)
 {
     int64_t L = ix->nlist, n = ix->n;
     int d = ix->d;
@@ -848,51 +1102,54 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         cap = cap < kk ? kk : cap > n ? n : cap;
     }
     /* Query block: big enough that a list is probed by many queries of a thread's
-     * share (reuse), small enough that the centroid scores stay ~16 MiB. */
-    int64_t qbmax = ((int64_t)1 << 22) / L;
-    qbmax = qbmax < 64 ? 64 : qbmax > 1024 ? 1024 : qbmax;
-    if (qbmax > nq)
-        qbmax = nq;
+     * share (reuse of the list data from cache), small enough that the per-query
+     * probe lists stay within a few MiB per thread. */
     int nth = nq > 1 ? nthreads : 1;
-    if (nth > qbmax)
-        nth = (int)qbmax;
     IxTeam team;
     ix_team_start(&team, nth);
     nth = team.n; /* fewer if a helper could not start: shares are sized from this */
-    int64_t qmax = (qbmax + nth - 1) / nth;
-    float *S = malloc((size_t)(qbmax * L) * sizeof *S);
+    int64_t qmax = ((int64_t)1 << 19) / nprobe;
+    qmax = qmax < 16 ? 16 : qmax > 1024 ? 1024 : qmax;
+    int64_t qbmax = qmax * nth < nq ? qmax * nth : nq;
+    qmax = (qbmax + nth - 1) / nth;
+    int64_t Lr = (L + IX_LANES - 1) / IX_LANES * IX_LANES;
     IvfScratch *scr = calloc((size_t)nth, sizeof *scr);
     int rc = MR_OK;
-    if (!S || !scr) {
-        rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for the centroid scores");
+    if (!scr) {
+        rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
         goto out;
     }
     for (int t = 0; t < nth; t++) {
         IvfScratch *w = &scr[t];
+        w->dots = malloc((size_t)Lr * sizeof *w->dots);
+        w->pdot = malloc((size_t)(qmax * nprobe) * sizeof *w->pdot);
+        w->idot = malloc((size_t)(qmax * nprobe) * sizeof *w->idot);
         w->ps = malloc((size_t)L * sizeof *w->ps);
         w->key = malloc((size_t)L * sizeof *w->key);
+        w->tie = malloc((size_t)L * sizeof *w->tie);
+        w->ts = malloc((size_t)L * sizeof *w->ts);
+        w->tout = malloc((size_t)L * sizeof *w->tout);
         w->probe = malloc((size_t)(qmax * nprobe) * sizeof *w->probe);
         w->nprb = malloc((size_t)qmax * sizeof *w->nprb);
-        w->heaps = malloc((size_t)qmax * sizeof *w->heaps);
-        w->hs = malloc((size_t)(qmax * cap) * sizeof *w->hs);
-        w->hi = malloc((size_t)(qmax * cap) * sizeof *w->hi);
+        w->tops = malloc((size_t)qmax * sizeof *w->tops);
+        w->hs = malloc((size_t)(qmax * ix_top_slots(cap)) * sizeof *w->hs);
+        w->hi = malloc((size_t)(qmax * ix_top_slots(cap)) * sizeof *w->hi);
         w->fs = malloc((size_t)kk * sizeof *w->fs);
         w->fi = malloc((size_t)kk * sizeof *w->fi);
         w->qs = malloc((size_t)(qmax * d) * sizeof *w->qs);
         w->qoff = malloc((size_t)qmax * sizeof *w->qoff);
         w->icnt = malloc((size_t)(L + 1) * sizeof *w->icnt);
         w->iq = malloc((size_t)(qmax * nprobe) * sizeof *w->iq);
-        if (!w->ps || !w->key || !w->probe || !w->nprb || !w->heaps || !w->hs || !w->hi ||
-            !w->fs || !w->fi || !w->qs || !w->qoff || !w->icnt || !w->iq) {
+        if (!w->dots || !w->pdot || !w->idot || !w->ps || !w->key || !w->tie || !w->ts ||
+            !w->tout || !w->probe || !w->nprb || !w->tops || !w->hs || !w->hi || !w->fs || !w->fi ||
+            !w->qs || !w->qoff || !w->icnt || !w->iq) {
             rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
             goto out;
         }
     }
     for (int64_t q0 = 0; q0 < nq; q0 += qbmax) {
         int64_t qb = nq - q0 < qbmax ? nq - q0 : qbmax;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)qb, (int)L, d, 1.0f,
-                    Q + q0 * d, d, ix->centroids, d, 0.0f, S, (int)L);
-        IvfCtx c = {ix, Q + q0 * d, S, q0, qb, nprobe, k, kk, cap, ex, out_items, out_scores, scr};
+        IvfCtx c = {ix, Q + q0 * d, q0, qb, nprobe, k, kk, cap, ex, out_items, out_scores, scr};
         ix_team_run(&team, search_share, &c);
     }
 out:
@@ -901,7 +1158,6 @@ out:
         for (int t = 0; t < nth; t++)
             scratch_free(&scr[t]);
     free(scr);
-    free(S);
     return rc;
 }
 
@@ -910,11 +1166,12 @@ int ix_ivf_list_ranks(const MrIndex *ix, const float *Q, int64_t nq, const int64
 {
     int64_t L = ix->nlist, n = ix->n;
     int d = ix->d;
+    int64_t Lr = (L + IX_LANES - 1) / IX_LANES * IX_LANES;
     int64_t *list_of = malloc((size_t)n * sizeof *list_of);
-    float *S = malloc((size_t)L * sizeof *S), *ps = malloc((size_t)L * sizeof *ps);
-    if (!list_of || !S || !ps) {
+    float *dots = malloc((size_t)Lr * sizeof *dots), *ps = malloc((size_t)L * sizeof *ps);
+    if (!list_of || !dots || !ps) {
         free(list_of);
-        free(S);
+        free(dots);
         free(ps);
         return mr_err_set(e, MR_ENOMEM, "ivf: no memory for list ranks");
     }
@@ -922,11 +1179,8 @@ int ix_ivf_list_ranks(const MrIndex *ix, const float *Q, int64_t nq, const int64
         for (int64_t p = ix->list_off[j]; p < ix->list_off[j + 1]; p++)
             list_of[ix->list_items[p]] = j;
     for (int64_t q = 0; q < nq; q++) {
-        /* The same centroid dots as the search: sgemm of one row against the
-         * centroids (a block of one query gives the same values per element). */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, (int)L, d, 1.0f, Q + q * d, d,
-                    ix->centroids, d, 0.0f, S, (int)L);
-        probe_scores(ix, Q + q * d, S, ps);
+        /* exactly the probe scores the search computes for this query */
+        probe_scores(ix, Q + q * d, dots, ps);
         for (int w = 0; w < kw; w++) {
             int64_t it = want[q * kw + w];
             if (it < 0 || it >= n) {
@@ -940,7 +1194,7 @@ int ix_ivf_list_ranks(const MrIndex *ix, const float *Q, int64_t nq, const int64
         }
     }
     free(list_of);
-    free(S);
+    free(dots);
     free(ps);
     return MR_OK;
 }

@@ -84,6 +84,138 @@ void ix_heap_drain(IxHeap *h, int64_t *items, float *scores, int k)
     }
 }
 
+/* ---- top-m buffer ------------------------------------------------------------------ */
+
+static inline int better(const IxTop *t, int64_t a, int64_t b)
+{
+    return ix_worse(t->s[b], t->i[b], t->s[a], t->i[a]);
+}
+
+static inline void swap_at(IxTop *t, int64_t a, int64_t b)
+{
+    float s = t->s[a];
+    int64_t i = t->i[a];
+    t->s[a] = t->s[b];
+    t->i[a] = t->i[b];
+    t->s[b] = s;
+    t->i[b] = i;
+}
+
+/* Move the m best of the n entries to the front (quickselect; the order is strict
+ * because an item appears at most once). */
+static void select_best(IxTop *t, int64_t n, int64_t m)
+{
+    int64_t lo = 0, hi = n - 1, want = m - 1;
+    while (lo < hi) {
+        /* median of three as the pivot, parked at lo */
+        int64_t mid = lo + (hi - lo) / 2;
+        if (better(t, mid, lo))
+            swap_at(t, mid, lo);
+        if (better(t, hi, lo))
+            swap_at(t, hi, lo);
+        if (better(t, hi, mid))
+            swap_at(t, hi, mid);
+        swap_at(t, lo, mid); /* lo now holds the median */
+        float ps = t->s[lo];
+        int64_t pi = t->i[lo];
+        int64_t a = lo + 1, b = hi;
+        for (;;) {
+            while (a <= b && ix_worse(ps, pi, t->s[a], t->i[a]))
+                a++;
+            while (a <= b && ix_worse(t->s[b], t->i[b], ps, pi))
+                b--;
+            if (a >= b)
+                break;
+            swap_at(t, a, b);
+            a++;
+            b--;
+        }
+        swap_at(t, lo, b); /* pivot to its final place b */
+        if (b == want)
+            return;
+        if (b < want)
+            lo = b + 1;
+        else
+            hi = b - 1;
+    }
+}
+
+void ix_top_compact(IxTop *t)
+{
+    if (t->heap || t->n <= t->cap)
+        return;
+    select_best(t, t->n, t->cap);
+    t->n = t->cap;
+    int64_t w = 0;
+    for (int64_t j = 1; j < t->n; j++)
+        if (ix_worse(t->s[j], t->i[j], t->s[w], t->i[w]))
+            w = j;
+    t->ts = t->s[w];
+    t->ti = t->i[w];
+}
+
+static int cmp_best(const void *a, const void *b, void *arg)
+{
+    const IxTop *t = arg;
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return better(t, x, y) ? -1 : better(t, y, x) ? 1 : 0;
+}
+
+void ix_top_drain(IxTop *t, int64_t *items, float *scores, int k)
+{
+    if (t->heap) {
+        IxHeap h = {t->s, t->i, t->n, t->cap};
+        while (h.n > k) { /* keep the k best: drop the worst (the root) */
+            h.n--;
+            h.s[0] = h.s[h.n];
+            h.i[0] = h.i[h.n];
+            sift_down(&h, 0);
+        }
+        ix_heap_drain(&h, items, scores, k);
+        t->n = 0;
+        return;
+    }
+    ix_top_compact(t);
+    int64_t m = t->n < k ? t->n : k;
+    if (m < t->n)
+        select_best(t, t->n, m);
+    /* order the m best: insertion sort when small, else sort a permutation */
+    if (m <= 32) {
+        for (int64_t j = 1; j < m; j++)
+            for (int64_t a = j; a > 0 && better(t, a, a - 1); a--)
+                swap_at(t, a, a - 1);
+        for (int64_t j = 0; j < m; j++) {
+            items[j] = t->i[j];
+            scores[j] = t->s[j];
+        }
+    } else {
+        int64_t *perm = malloc((size_t)m * sizeof *perm);
+        if (perm) {
+            for (int64_t j = 0; j < m; j++)
+                perm[j] = j;
+            qsort_r(perm, (size_t)m, sizeof *perm, cmp_best, t);
+            for (int64_t j = 0; j < m; j++) {
+                items[j] = t->i[perm[j]];
+                scores[j] = t->s[perm[j]];
+            }
+            free(perm);
+        } else { /* no memory for the permutation: a slower in-place sort */
+            for (int64_t j = 1; j < m; j++)
+                for (int64_t a = j; a > 0 && better(t, a, a - 1); a--)
+                    swap_at(t, a, a - 1);
+            for (int64_t j = 0; j < m; j++) {
+                items[j] = t->i[j];
+                scores[j] = t->s[j];
+            }
+        }
+    }
+    for (int64_t j = m; j < k; j++) {
+        items[j] = -1;
+        scores[j] = -INFINITY;
+    }
+    t->n = 0;
+}
+
 /* ---- exclusions ---------------------------------------------------------------- */
 
 static int cmp_i64(const void *a, const void *b)
@@ -240,10 +372,24 @@ void ix_team_stop(IxTeam *t)
     t->n = 1;
 }
 
+int ix_blas_single_begin(int team)
+{
+    int prev = openblas_get_num_threads();
+    if (team > 1 && prev > 1)
+        openblas_set_num_threads(1);
+    return prev;
+}
+
+void ix_blas_single_end(int team, int prev)
+{
+    if (team > 1 && prev > 1)
+        openblas_set_num_threads(prev);
+}
+
 int ix_threads(void)
 {
     int n = openblas_get_num_threads();
-    return n < 1 ? 1 : n;
+    return n < 1 ? 1 : n > IX_MAX_THREADS ? IX_MAX_THREADS : n;
 }
 
 double ix_now(void)

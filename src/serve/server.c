@@ -70,8 +70,8 @@ static int cmp_rowpos(const void *a, const void *b)
 /* Rows rows[0..n) (any order, repeats allowed) of the float table `path` with D
  * columns into out [n x D]: the distinct rows are sorted and read as runs of
  * consecutive rows with mr_ckpt_read_rows, so no more than the requested rows
- * are read. (mr_ckpt_read_row_list would coalesce nearby rows, but it sizes its
- * staging buffer for n rows and can overrun it when they are spread out.) */
+ * are read. (mr_ckpt_read_row_list would coalesce nearby rows into spans and
+ * read the gaps between them too.) */
 static int read_row_set(MrCkptReader *r, const char *path, int D, const int64_t *rows, int64_t n,
                         float *out, MrErr *e)
 {
@@ -265,38 +265,11 @@ static int load_text(MrServer *s, MrErr *e)
     return MR_OK;
 }
 
-/* An index file has no mpirec user block; a file that has one was written by the
- * checkpoint module (a checkpoint, a seen file): say which kind it is. */
-static int not_an_index(const char *path, MrErr *e)
-{
-    unsigned char b[16];
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return MR_OK; /* mr_index_load reports it */
-    size_t n = fread(b, 1, sizeof b, f);
-    fclose(f);
-    if (n < 11 || memcmp(b, "MPIREC-FILE", 11) != 0)
-        return MR_OK;
-    MrCkptReport rep;
-    MrErr e2;
-    mr_ckpt_inspect(path, 0, &rep, &e2);
-    int ckpt = strcmp(rep.magic, MR_CKPT_MAGIC) == 0;
-    int rc = mr_err_set(e, MR_EFORMAT,
-                        "index file '%s' is %s '%s' file, not an index%s: pass the index.h5 of a "
-                        "run, or a file written by `mpirec index`",
-                        path, ckpt ? "a checkpoint," : "an", rep.magic[0] ? rep.magic : "mpirec",
-                        ckpt ? " (give it as --checkpoint)" : "");
-    mr_ckpt_report_free(&rep);
-    return rc;
-}
-
 static int open_impl(MrServer *s, const char *index_path, const char *ckpt_arg, unsigned flags,
                      MrErr *e)
 {
     snprintf(s->info.index_path, sizeof s->info.index_path, "%s", index_path);
-    int rc = not_an_index(index_path, e);
-    if (!rc)
-        rc = mr_index_load(&s->ix, index_path, e);
+    int rc = mr_index_load(&s->ix, index_path, e);
     if (rc)
         return rc;
     if (!ckpt_arg || !*ckpt_arg) {

@@ -183,6 +183,7 @@ with h5py.File(sys.argv[1], "w") as f:
     g.attrs["raw"] = np.bytes_(b"bad \xff\xfe utf8")
     g.attrs["recall"] = 0.875
     g.attrs["ks"] = np.array([1, 5, 10], dtype=np.int64)
+    g.attrs["big"] = np.uint64(0xE400000000000001)  # above 2^63: not clipped to int64
     e = np.arange(12, dtype=np.float32).reshape(4, 3)
     d = f.create_dataset("emb", data=e); d.attrs["checksum"] = np.uint64(cs(e))
     ids = np.arange(5, dtype=np.int64)
@@ -196,6 +197,7 @@ m = j['meta']
 assert m['note'] == 'quote \" backslash \\\\ tab \t newline \n ctl \x01 caf\u00e9', repr(m['note'])
 assert m['raw'] == 'bad \ufffd\ufffd utf8', repr(m['raw'])
 assert m['recall'] == 0.875 and m['ks'].startswith('int64[3] = [1, 5, 10]'), m
+assert m['big'] == 0xE400000000000001, m['big']
 assert [d['status'] for d in j['datasets']] == ['ok', 'ok']
 print('foreign file ok')"
 echo "PASS"

@@ -65,11 +65,13 @@ expect 9 "$tmp/trunc_ckpt.h5 is truncated" -- R --index "$A" --checkpoint "$tmp/
 expect 9 "$tmp/trunc_ckpt.h5 is truncated" -- "$MPIREC_BIN" eval --checkpoint "$tmp/trunc_ckpt.h5" --out "$tmp/ev"
 
 # wrong kinds: 9
-expect 9 "index file '$CA' is a checkpoint" "give it as --checkpoint" -- R --index "$CA"
+expect 9 "index file '$CA'" "magic is 'MPIREC-CKPT'" "this is a checkpoint" "give it as --checkpoint" \
+    -- R --index "$CA"
 expect 9 "$A is a 'MPIREC-INDEX' file, expected 'MPIREC-CKPT'" "candidate index" -- \
     R --index "$A" --checkpoint "$A"
 expect 9 "$A is a 'MPIREC-INDEX' file" -- "$MPIREC_BIN" eval --checkpoint "$A" --out "$tmp/ev"
-expect 9 "is an 'MPIREC-SEEN' file, not an index" -- R --index "$tmp/a/index.seen.h5"
+expect 9 "index file '$tmp/a/index.seen.h5'" "this is an exclude-seen file, not an index" -- \
+    R --index "$tmp/a/index.seen.h5"
 
 # an index of another model, of other weights of the same model: 9
 expect 9 "index $tmp/b/index.h5 belongs to another model than checkpoint $CA" "model hash" -- \
