@@ -35,6 +35,7 @@
 #define CHUNK (8 << 20)
 #define MAX_BAD_KEPT 16
 #define PEND 2048
+#define PF_AHEAD 16 /* records ahead for software prefetches in gathers */
 
 static const char *col_names[MR_NCOLS] = {"user", "item", "rating", "text", "timestamp"};
 
@@ -380,11 +381,14 @@ static int table_views(const MrStrTab *t, const char ***s, uint32_t **l)
 }
 
 /* Build one id vocabulary from a local table and per-record local ids, counting
- * occurrences in the records selected by `use` (train or all). */
-static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, const uint32_t *local,
+ * occurrences in the records selected by `train_only` (train or all). On success
+ * the local ids become the vocabulary ids: *local is widened in place into *out
+ * (no second array of n entries to allocate and fault in) and set to NULL. */
+static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, uint32_t **localp,
                           const uint8_t *is_test, int64_t n, int train_only, const MrConfig *cfg,
-                          int64_t *out, MrErr *e)
+                          int64_t **out, MrErr *e)
 {
+    const uint32_t *local = *localp;
     const char **s = NULL;
     uint32_t *l = NULL;
     int64_t *cnt = calloc((size_t)(t->n + 1), sizeof *cnt);
@@ -393,15 +397,35 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, const uint32
                  ? 0
                  : mr_err_set(e, MR_ENOMEM, "out of memory building a vocabulary");
     if (!(rc = mr_comm_agree(c, rc, e))) {
-        for (int64_t i = 0; i < n; i++)
+        /* Gathers over tables of millions of entries: prefetched, or every record
+         * waits for a cache and TLB miss. */
+        for (int64_t i = 0; i < n; i++) {
+            if (i + PF_AHEAD < n)
+                __builtin_prefetch(&cnt[local[i + PF_AHEAD]], 1);
             if (!train_only || !is_test[i])
                 cnt[local[i]]++;
+        }
         rc = mr_vocab_build(v, c, t->n, s, l, cnt, cfg->vocab.min_count, cfg->vocab.max_size, ids,
                             e);
     }
-    if (!rc)
-        for (int64_t i = 0; i < n; i++)
-            out[i] = ids[local[i]];
+    if (!rc) {
+        /* Backwards: entry i (8 bytes) covers local entries 2i and 2i + 1, both
+         * >= i, so every local id is read before it is overwritten. */
+        int64_t *w = realloc(*localp, (size_t)(n + 1) * sizeof *w);
+        if (!w) {
+            rc = mr_err_set(e, MR_ENOMEM, "out of memory building a vocabulary");
+        } else {
+            const uint32_t *in = (const uint32_t *)w;
+            for (int64_t i = n - 1; i >= 0; i--) {
+                if (i >= PF_AHEAD)
+                    __builtin_prefetch(&ids[in[i - PF_AHEAD]]);
+                w[i] = ids[in[i]];
+            }
+            *localp = NULL;
+            *out = w;
+        }
+    }
+    rc = mr_comm_agree(c, rc, e);
     free(s);
     free(l);
     free(cnt);
@@ -409,55 +433,49 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, const uint32
     return rc;
 }
 
-/* How many of a[0..n) equal an earlier element (n minus the distinct count). One
- * scatter pass buckets the keys by their top bits (they are uniform hashes) into
- * buckets of about 1K keys; each bucket's distinct keys are then counted with an
- * open-addressing set small enough to stay in L1. Two streaming passes, where a
- * radix sort needs four or more and a global hash set misses the cache per key.
- * Returns -1 when out of memory. */
-static int64_t count_repeats(const uint64_t *a, int64_t n)
+/* Duplicate (user, item) pairs: a pair occurring m times contributes m - 1.
+ * Pairs are compared by their id strings, not by vocabulary ids (several unknown
+ * users all map to the OOV id 0 and are not duplicates of each other): each
+ * record's key is a 64-bit hash of its user and item strings (a false match needs
+ * a 64-bit collision: ~n^2 / 2^65, negligible).
+ *
+ * The keys are uniform, so their top `bits` bits cut them into 2^bits buckets of
+ * about DUP_BUCKET keys; owner rank o counts the buckets [g0(o), g1(o)), a
+ * contiguous range. Each rank writes its keys once in bucket order (a counting
+ * scatter: the 2^bits write positions stay in cache), which is also owner order,
+ * so one alltoallv delivers every owner its buckets, each source's part already
+ * sorted by bucket; a second small alltoallv sends the per-bucket counts. The
+ * owner then counts the repeated keys of one bucket at a time with an
+ * open-addressing set that stays in L2. At P = 1 nothing moves: the scattered
+ * keys are counted where they are. Two passes over the records and one over the
+ * keys, with 8 bytes of key per record (16 at P > 1), where sorting or a global
+ * hash set would miss the cache on every key. */
+#define DUP_BUCKET 16384
+
+static inline int64_t dup_owner(int64_t g, int bits, int P)
 {
-    if (n < 2)
+    return (int64_t)(((unsigned __int128)(uint64_t)g * (unsigned)P) >> bits);
+}
+
+/* Repeats among the keys of one bucket, given as `ns` segments. */
+static int64_t bucket_repeats(const uint64_t *const *seg, const int64_t *len, int ns,
+                              uint64_t *set, int64_t set_cap)
+{
+    int64_t tot = 0;
+    for (int s = 0; s < ns; s++)
+        tot += len[s];
+    if (tot < 2)
         return 0;
-    int bits = 0;
-    while (bits < 16 && (n >> bits) > 1024)
-        bits++;
-    int64_t nb = (int64_t)1 << bits;
-    int64_t *start = calloc((size_t)nb + 1, sizeof *start);
-    uint64_t *b = malloc((size_t)n * sizeof *b);
-    uint64_t *set = NULL;
-    int64_t reps = -1;
-    if (!start || !b)
-        goto out;
-    int sh = 64 - bits; /* bits == 0: every key in bucket 0 */
-    for (int64_t i = 0; i < n; i++)
-        start[(bits ? a[i] >> sh : 0) + 1]++;
-    int64_t big = 0;
-    for (int64_t k = 0; k < nb; k++) {
-        big = start[k + 1] > big ? start[k + 1] : big;
-        start[k + 1] += start[k];
-    }
-    for (int64_t i = 0; i < n; i++)
-        b[start[bits ? a[i] >> sh : 0]++] = a[i]; /* start[k] ends at bucket k's end */
-    int lg = 1;
-    while (((int64_t)1 << lg) < 2 * big)
-        lg++;
-    set = malloc(((size_t)1 << lg) * sizeof *set);
-    if (!set)
-        goto out;
-    reps = 0;
-    for (int64_t k = 0, lo = 0; k < nb; lo = start[k], k++) {
-        int64_t len = start[k] - lo;
-        if (len < 2)
-            continue;
-        int l = 1;
-        while (((int64_t)1 << l) < 2 * len)
-            l++;
-        uint64_t mask = ((uint64_t)1 << l) - 1;
-        memset(set, 0, ((size_t)1 << l) * sizeof *set);
-        int zero = 0; /* 0 marks an empty slot, so the key 0 is tracked apart */
-        for (int64_t i = lo; i < start[k]; i++) {
-            uint64_t x = b[i];
+    int l = 1;
+    while (((int64_t)1 << l) < 2 * tot && ((int64_t)1 << l) < set_cap)
+        l++;
+    uint64_t mask = ((uint64_t)1 << l) - 1;
+    memset(set, 0, ((size_t)1 << l) * sizeof *set);
+    int64_t reps = 0;
+    int zero = 0; /* 0 marks an empty slot, so the key 0 is tracked apart */
+    for (int s = 0; s < ns; s++)
+        for (int64_t i = 0; i < len[s]; i++) {
+            uint64_t x = seg[s][i];
             if (!x) {
                 reps += zero;
                 zero = 1;
@@ -474,61 +492,141 @@ static int64_t count_repeats(const uint64_t *a, int64_t n)
                 }
             }
         }
-    }
-out:
-    free(start);
-    free(b);
-    free(set);
     return reps;
 }
 
-/* Duplicate (user, item) pairs: a pair occurring m times contributes m - 1.
- * Pairs are compared by their id strings, not by vocabulary ids (several unknown
- * users all map to the OOV id 0 and are not duplicates of each other): each
- * record's key is a 64-bit hash of its user and item strings (a false match needs
- * a 64-bit collision: ~n^2 / 2^65, negligible). Keys go to the rank owning their
- * hash, and each owner counts its repeated keys (count_repeats). */
-static int count_duplicates(MrComm *c, const uint64_t *keys, int64_t n, int64_t *dups, MrErr *e)
+/* hu, hit: string hashes of the local user / item ids; u, it: the records' local
+ * ids; total: records over all ranks. */
+static int count_duplicates(MrComm *c, const uint64_t *hu, const uint64_t *hit, const uint32_t *u,
+                            const uint32_t *it, int64_t n, int64_t total, int64_t *dups, MrErr *e)
 {
-    int P = c->size;
-    int64_t *sn = calloc((size_t)P, 8), *rn = calloc((size_t)P, 8), *pos = calloc((size_t)P, 8);
-    uint64_t *send = malloc((size_t)(n + 1) * 8), *recv = NULL;
-    int rc = (sn && rn && pos && send) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
+    int P = c->size, me = c->rank;
+    int bits = 0;
+    while (bits < 20 && (total >> bits) > DUP_BUCKET)
+        bits++;
+    int64_t nb = (int64_t)1 << bits, sh = 64 - bits;
+    int64_t g0 = 0, g1 = 0; /* this rank's buckets */
+    while (g0 < nb && dup_owner(g0, bits, P) < me)
+        g0++;
+    g1 = g0;
+    while (g1 < nb && dup_owner(g1, bits, P) == me)
+        g1++;
+    int64_t mine = g1 - g0;
+    int64_t *pos = calloc((size_t)nb + 1, sizeof *pos);
+    int64_t *sn = calloc((size_t)P, 8), *rn = calloc((size_t)P, 8);
+    int64_t *csn = calloc((size_t)P, 8), *crn = calloc((size_t)P, 8);
+    int64_t *rcnt = malloc(((size_t)P * (size_t)mine + 1) * 8); /* [source][my bucket] */
+    uint64_t *keys = malloc((size_t)(n + 1) * 8), *send = malloc((size_t)(n + 1) * 8);
+    uint64_t *recv = NULL, *set = NULL;
+    const uint64_t **seg = calloc((size_t)P, sizeof *seg);
+    int64_t *slen = calloc((size_t)P, 8), *spos = calloc((size_t)P, 8);
+    int rc = (pos && sn && rn && csn && crn && rcnt && keys && send && seg && slen && spos)
+                 ? 0
+                 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicate pairs");
     if ((rc = mr_comm_agree(c, rc, e)))
         goto out;
-    for (int64_t i = 0; i < n; i++)
-        sn[keys[i] % (uint64_t)P]++;
+    /* Keys in record order, and how many fall in each bucket. */
+    for (int64_t i = 0; i < n; i++) {
+        if (i + PF_AHEAD < n)
+            __builtin_prefetch(&hu[u[i + PF_AHEAD]]);
+        uint64_t k = mr_mix(hu[u[i]], hit[it[i]]);
+        keys[i] = k;
+        pos[(bits ? (int64_t)(k >> sh) : 0) + 1]++;
+    }
+    for (int q = 0; q < P; q++)
+        for (int64_t g = 0; g < nb; g++)
+            if (dup_owner(g, bits, P) == q) {
+                sn[q] += pos[g + 1] * 8;
+                csn[q] += 8;
+            }
+    for (int64_t g = 0; g < nb; g++)
+        pos[g + 1] += pos[g];
+    /* The bucket counts for each owner, taken from the prefix sums before the
+     * scatter moves them. */
+    int64_t *cnt = malloc((size_t)nb * 8 + 8);
+    if (!cnt) {
+        rc = mr_err_set(e, MR_ENOMEM, "out of memory counting duplicate pairs");
+    } else {
+        for (int64_t g = 0; g < nb; g++)
+            cnt[g] = pos[g + 1] - pos[g];
+        for (int64_t i = 0; i < n; i++)
+            send[pos[bits ? (int64_t)(keys[i] >> sh) : 0]++] = keys[i];
+    }
+    free(keys);
+    keys = NULL;
+    if ((rc = mr_comm_agree(c, rc, e))) {
+        free(cnt);
+        goto out;
+    }
+    for (int q = 0; q < P; q++)
+        crn[q] = mine * 8;
+    rc = P > 1 ? mr_comm_alltoallv(c, cnt, csn, rcnt, crn, e) : 0;
+    if (!rc && P == 1)
+        memcpy(rcnt, cnt, (size_t)nb * 8);
+    free(cnt);
+    if (rc)
+        goto out;
+    if (P > 1) {
+        if ((rc = mr_comm_alltoall_i64(c, sn, rn, e)))
+            goto out;
+        int64_t nr = 0;
+        for (int q = 0; q < P; q++)
+            nr += rn[q] / 8;
+        recv = malloc((size_t)(nr + 1) * 8);
+        rc = recv ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicate pairs");
+        if ((rc = mr_comm_agree(c, rc, e)) || (rc = mr_comm_alltoallv(c, send, sn, recv, rn, e)))
+            goto out;
+        free(send);
+        send = NULL;
+    } else {
+        recv = send;
+        send = NULL;
+        rn[0] = n * 8;
+    }
+    /* Source q's keys start at the sum of the earlier sources' byte counts. */
+    int64_t big = 0;
     for (int q = 1; q < P; q++)
-        pos[q] = pos[q - 1] + sn[q - 1];
-    for (int64_t i = 0; i < n; i++)
-        send[pos[keys[i] % (uint64_t)P]++] = keys[i];
-    for (int q = 0; q < P; q++)
-        sn[q] *= 8;
-    if ((rc = mr_comm_alltoall_i64(c, sn, rn, e)))
-        goto out;
-    int64_t nr = 0;
-    for (int q = 0; q < P; q++)
-        nr += rn[q] / 8;
-    recv = malloc((size_t)(nr + 1) * 8);
-    rc = recv ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicates");
-    if ((rc = mr_comm_agree(c, rc, e)) || (rc = mr_comm_alltoallv(c, send, sn, recv, rn, e)))
-        goto out;
-    free(send);
-    send = NULL;
-    int64_t d = count_repeats(recv, nr);
-    if (d < 0)
-        rc = mr_err_set(e, MR_ENOMEM, "out of memory counting duplicates");
+        spos[q] = spos[q - 1] + rn[q - 1] / 8;
+    for (int64_t g = 0; g < mine; g++) {
+        int64_t t = 0;
+        for (int q = 0; q < P; q++)
+            t += rcnt[(size_t)q * (size_t)mine + (size_t)g];
+        big = t > big ? t : big;
+    }
+    int64_t set_cap = 2;
+    while (set_cap < 2 * big)
+        set_cap *= 2;
+    set = malloc((size_t)set_cap * sizeof *set);
+    rc = set ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicate pairs");
+    int64_t d = 0;
+    if (!rc)
+        for (int64_t g = 0; g < mine; g++) {
+            for (int q = 0; q < P; q++) {
+                slen[q] = rcnt[(size_t)q * (size_t)mine + (size_t)g];
+                seg[q] = recv + spos[q];
+                spos[q] += slen[q];
+            }
+            d += bucket_repeats(seg, slen, P, set, set_cap);
+        }
     if ((rc = mr_comm_agree(c, rc, e)))
         goto out;
     if ((rc = mr_comm_allreduce_i64(c, &d, 1, MR_SUM, e)))
         goto out;
     *dups = d;
 out:
+    free(pos);
     free(sn);
     free(rn);
-    free(pos);
+    free(csn);
+    free(crn);
+    free(rcnt);
+    free(keys);
     free(send);
     free(recv);
+    free(set);
+    free(seg);
+    free(slen);
+    free(spos);
     return rc;
 }
 
@@ -813,9 +911,7 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     }
     double tv0 = mr_comm_wtime();
     d->is_test = malloc((size_t)n + 1);
-    d->user = malloc((size_t)(n + 1) * sizeof *d->user);
-    d->item = malloc((size_t)(n + 1) * sizeof *d->item);
-    rc = (d->is_test && d->user && d->item) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
+    rc = d->is_test ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
     if ((rc = mr_comm_agree(c, rc, e)))
         goto fail;
     if (cfg->split.kind == MR_SPLIT_RANDOM)
@@ -823,12 +919,36 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     else if ((rc = mr_split_temporal(d->is_test, c, g.ts, first, n, cfg->split.test_fraction, e)))
         goto fail;
 
+    /* Duplicate pairs first: they need the local ids, which the vocabularies
+     * then turn into vocabulary ids in place. */
+    {
+        /* Pair keys from the id strings (see count_duplicates). */
+        uint64_t *hu = malloc((size_t)(g.users.n + 1) * 8), *hit = malloc((size_t)(g.items.n + 1) * 8);
+        rc = (hu && hit) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
+        if (!(rc = mr_comm_agree(c, rc, e))) {
+            size_t len;
+            for (int64_t k = 0; k < g.users.n; k++) {
+                const char *p = mr_strtab_str(&g.users, k, &len);
+                hu[k] = mr_strhash(p, len);
+            }
+            for (int64_t k = 0; k < g.items.n; k++) {
+                const char *p = mr_strtab_str(&g.items, k, &len);
+                hit[k] = mr_strhash(p, len);
+            }
+            rc = count_duplicates(c, hu, hit, g.u, g.it, n, total, &d->sum.duplicate_pairs, e);
+        }
+        free(hu);
+        free(hit);
+        if (rc)
+            goto fail;
+    }
+
     /* 6. vocabularies */
     int train_only = cfg->vocab.from == MR_VOCAB_TRAIN;
-    if ((rc = build_id_vocab(&d->users, c, &g.users, g.u, d->is_test, n, train_only, cfg, d->user,
-                             e)) ||
-        (rc = build_id_vocab(&d->items, c, &g.items, g.it, d->is_test, n, train_only, cfg, d->item,
-                             e)))
+    if ((rc = build_id_vocab(&d->users, c, &g.users, &g.u, d->is_test, n, train_only, cfg,
+                             &d->user, e)) ||
+        (rc = build_id_vocab(&d->items, c, &g.items, &g.it, d->is_test, n, train_only, cfg,
+                             &d->item, e)))
         goto fail;
     if (g.has_text) {
         const char **s = NULL;
@@ -883,31 +1003,6 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     v[4] = g.n_bad;
     if ((rc = mr_comm_allreduce_i64(c, v, 6, MR_SUM, e)))
         goto fail;
-    {
-        /* Pair keys from the id strings (see count_duplicates). */
-        uint64_t *hu = malloc((size_t)(g.users.n + 1) * 8), *hit = malloc((size_t)(g.items.n + 1) * 8),
-                 *keys = malloc((size_t)(n + 1) * 8);
-        rc = (hu && hit && keys) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
-        if (!(rc = mr_comm_agree(c, rc, e))) {
-            size_t len;
-            for (int64_t k = 0; k < g.users.n; k++) {
-                const char *p = mr_strtab_str(&g.users, k, &len);
-                hu[k] = mr_strhash(p, len);
-            }
-            for (int64_t k = 0; k < g.items.n; k++) {
-                const char *p = mr_strtab_str(&g.items, k, &len);
-                hit[k] = mr_strhash(p, len);
-            }
-            for (int64_t i = 0; i < n; i++)
-                keys[i] = mr_mix(hu[g.u[i]], hit[g.it[i]]);
-            rc = count_duplicates(c, keys, n, &d->sum.duplicate_pairs, e);
-        }
-        free(hu);
-        free(hit);
-        free(keys);
-        if (rc)
-            goto fail;
-    }
     MrDataSummary *s = &d->sum;
     s->records = total;
     s->bad_records = v[4];
