@@ -7,6 +7,9 @@
 
 #include "mpirec/err.h"
 #include "mpirec/hash.h"
+#include "mpirec/strtab.h"
+
+#include <string.h>
 
 /* splitmix64 and the split hash for seed 42, rows 0..7. */
 static void test_splitmix_vectors(void)
@@ -83,6 +86,75 @@ static void test_err(void)
     CU_ASSERT_EQUAL(mr_err_set(NULL, MR_EIO, "ignored"), MR_EIO);
 }
 
+/* mr_strhash as first written (variable-length memcpy of the tail): the fast tail
+ * loads must give the same value for every length and alignment. */
+static uint64_t strhash_ref(const char *p, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xC2B2AE3D27D4EB4FULL);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 29;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        memcpy(&w, p + i, n - i);
+        h = (h ^ w) * 0x94D049BB133111EBULL;
+        h ^= h >> 32;
+    }
+    return mr_splitmix64(h);
+}
+
+static void test_strhash_tail(void)
+{
+    char buf[64];
+    for (int i = 0; i < 64; i++)
+        buf[i] = (char)(mr_splitmix64((uint64_t)i) | 0x80); /* high bytes: sign extension bugs */
+    for (size_t off = 0; off < 8; off++)
+        for (size_t n = 0; n + off <= 48; n++)
+            CU_ASSERT_EQUAL(mr_strhash(buf + off, n), strhash_ref(buf + off, n));
+}
+
+/* Strings of every length 0..40 that differ in one byte (first, middle, last,
+ * inside and outside the inline prefix) intern to different ids, and find()
+ * returns them again. */
+static void near_miss(char *s, size_t cap, size_t n, int v)
+{
+    memset(s, 'a', cap);
+    if (v > 0 && n > 0) /* v = 1: the middle byte, 2: the last, 3: the first */
+        s[v == 1 ? n / 2 : v == 2 ? n - 1 : 0] = (char)('b' + v);
+}
+
+static void test_strtab_near_misses(void)
+{
+    MrStrTab t;
+    CU_ASSERT_EQUAL_FATAL(mr_strtab_init(&t, 4), 0);
+    char s[48];
+    int64_t ids[41][4];
+    for (size_t n = 0; n <= 40; n++)
+        for (int v = 0; v < 4; v++) {
+            near_miss(s, sizeof s, n, v);
+            int is_new = -1;
+            ids[n][v] = mr_strtab_intern(&t, s, n, mr_strhash(s, n), &is_new);
+            CU_ASSERT(ids[n][v] >= 0);
+            CU_ASSERT_EQUAL(mr_strtab_find(&t, s, n, mr_strhash(s, n)), ids[n][v]);
+        }
+    for (size_t n = 0; n <= 40; n++)
+        for (int v = 0; v < 4; v++)
+            for (size_t m = 0; m <= 40; m++)
+                for (int w = 0; w < 4; w++) {
+                    char a[48], b[48];
+                    near_miss(a, sizeof a, n, v);
+                    near_miss(b, sizeof b, m, w);
+                    int same_str = n == m && memcmp(a, b, n) == 0;
+                    CU_ASSERT_EQUAL(ids[n][v] == ids[m][w], same_str);
+                }
+    mr_strtab_free(&t);
+}
+
+
 int add_suite_core(void)
 {
     CU_pSuite s = CU_add_suite("core", NULL, NULL);
@@ -93,5 +165,7 @@ int add_suite_core(void)
     CU_add_test(s, "epoch_order", test_epoch_order);
     CU_add_test(s, "init_values", test_init_values);
     CU_add_test(s, "err", test_err);
+    CU_add_test(s, "strhash_tail", test_strhash_tail);
+    CU_add_test(s, "strtab_near_misses", test_strtab_near_misses);
     return 0;
 }

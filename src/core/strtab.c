@@ -14,6 +14,30 @@
 
 #define EMPTY UINT32_MAX
 
+_Static_assert(MR_STRTAB_INLINE == 16, "slot_eq compares the inline prefix as two words");
+
+/* The k <= 8 bytes at p as a zero-extended little-endian word (what memcpy into
+ * a zeroed uint64_t gives), without a variable-length memcpy call and without
+ * reading outside [p, p + k): two overlapping loads, whose common bytes agree. */
+static inline uint64_t load_upto8(const char *p, size_t k)
+{
+    if (k >= 4) {
+        uint32_t a, b;
+        if (k == 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            return w;
+        }
+        memcpy(&a, p, 4);
+        memcpy(&b, p + k - 4, 4);
+        return (uint64_t)a | ((uint64_t)b << (8 * (k - 4)));
+    }
+    if (k == 0)
+        return 0;
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint64_t)u[0] | ((uint64_t)u[k / 2] << (8 * (k / 2))) | ((uint64_t)u[k - 1] << (8 * (k - 1)));
+}
+
 uint64_t mr_strhash(const char *p, size_t n)
 {
     uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xC2B2AE3D27D4EB4FULL);
@@ -25,8 +49,7 @@ uint64_t mr_strhash(const char *p, size_t n)
         h ^= h >> 29;
     }
     if (i < n) {
-        uint64_t w = 0;
-        memcpy(&w, p + i, n - i);
+        uint64_t w = load_upto8(p + i, n - i);
         h = (h ^ w) * 0x94D049BB133111EBULL;
         h ^= h >> 32;
     }
@@ -113,8 +136,21 @@ static inline int slot_eq(const MrStrTab *t, const MrStrSlot *s, const char *p, 
 {
     if (s->hash != h || s->len != n)
         return 0;
-    size_t k = n < MR_STRTAB_INLINE ? n : MR_STRTAB_INLINE;
-    if (memcmp(s->inl, p, k) != 0)
+    /* The inline prefix is zero padded: compare it as two words. */
+    uint64_t a0, a1, b0, b1;
+    memcpy(&a0, s->inl, 8);
+    memcpy(&a1, s->inl + 8, 8);
+    if (n >= 16) {
+        memcpy(&b0, p, 8);
+        memcpy(&b1, p + 8, 8);
+    } else if (n > 8) {
+        memcpy(&b0, p, 8);
+        b1 = load_upto8(p + 8, n - 8);
+    } else {
+        b0 = load_upto8(p, n);
+        b1 = 0;
+    }
+    if (((a0 ^ b0) | (a1 ^ b1)) != 0)
         return 0;
     return n <= MR_STRTAB_INLINE ||
            memcmp(t->bytes + t->off[s->id] + MR_STRTAB_INLINE, p + MR_STRTAB_INLINE,
