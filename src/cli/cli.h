@@ -43,6 +43,26 @@ int cli_load_config(MrComm *comm, const CliConfigArgs *a, MrConfig *cfg, MrErr *
 /* Parse "--config F" and "--set k=v" at argv[*i]; returns 1 when consumed. */
 int cli_take_config_arg(CliConfigArgs *a, int argc, char **argv, int *i, MrErr *e);
 
+/* An option that takes a value: `name` (and `alias`, or NULL) followed by the value,
+ * stored in *value. `choices`: NULL, or the allowed values separated by '|'.
+ * `missing`: the message when the value is absent or not one of the choices. */
+typedef struct CliValOpt {
+    const char *name, *alias;
+    const char **value;
+    const char *choices;
+    const char *missing;
+} CliValOpt;
+
+#define CLI_HELP_SHOWN 1000 /* cli_parse_args printed --help: exit 0 */
+
+/* The argument loop of the commands that read a config: --config/--set (when ca
+ * is not NULL), --help/-h (prints help and the exit codes, returns
+ * CLI_HELP_SHOWN), -q/-v (when verbose is not NULL) and the value options of
+ * `opts` (n of them). Anything else is an unknown option, named with the
+ * command. Returns MR_OK, CLI_HELP_SHOWN or MR_EUSAGE (with e set). */
+int cli_parse_args(const char *cmd, const char *help, int argc, char **argv, CliConfigArgs *ca,
+                   const CliValOpt *opts, int n, int *verbose, MrErr *e);
+
 /* Create a directory and its parents (rank 0 only calls it). */
 int cli_mkdirs(const char *path, MrErr *e);
 /* Write a whole file atomically (tmp + rename). */

@@ -45,22 +45,13 @@ int cmd_data(int argc, char **argv)
     MrErr e;
     mr_err_clear(&e);
     int rc = MR_OK;
-    for (int i = 1; i < argc && !rc; i++) {
-        int t = cli_take_config_arg(&ca, argc, argv, &i, &e);
-        if (t < 0)
-            rc = MR_EUSAGE;
-        else if (t)
-            continue;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("%s\n%s", help, cli_exit_codes_help);
-            return 0;
-        } else if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "-o")) {
-            out = i + 1 < argc ? argv[++i] : NULL;
-            if (!out)
-                rc = mr_err_set(&e, MR_EUSAGE, "--out needs a directory");
-        } else
-            rc = mr_err_set(&e, MR_EUSAGE, "unknown option '%s' (see mpirec data --help)", argv[i]);
-    }
+    const CliValOpt opts[] = {
+        {"--out", "-o", &out, NULL, "--out needs a directory"},
+    };
+    rc = cli_parse_args("data", help, argc, argv, &ca, opts, (int)(sizeof opts / sizeof *opts),
+                        NULL, &e);
+    if (rc == CLI_HELP_SHOWN)
+        return 0;
     if (rc) {
         fprintf(stderr, "mpirec data: %s\n", e.msg);
         return rc;

@@ -64,37 +64,15 @@ int cmd_eval(int argc, char **argv)
     MrErr e;
     mr_err_clear(&e);
     int rc = MR_OK;
-    for (int i = 1; i < argc && !rc; i++) {
-        const char *a = argv[i];
-        int t = cli_take_config_arg(&ca, argc, argv, &i, &e);
-        if (t < 0)
-            rc = MR_EUSAGE;
-        else if (t)
-            continue;
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("%s\n%s", help, cli_exit_codes_help);
-            return 0;
-        } else if (!strcmp(a, "--out") || !strcmp(a, "-o")) {
-            out = i + 1 < argc ? argv[++i] : NULL;
-            if (!out)
-                rc = mr_err_set(&e, MR_EUSAGE, "--out needs a directory");
-        } else if (!strcmp(a, "--checkpoint")) {
-            ckpt = i + 1 < argc ? argv[++i] : NULL;
-            if (!ckpt)
-                rc = mr_err_set(&e, MR_EUSAGE, "--checkpoint needs a checkpoint");
-        } else if (!strcmp(a, "--split")) {
-            split = i + 1 < argc ? argv[++i] : NULL;
-            if (!split ||
-                (strcmp(split, "test") && strcmp(split, "train") && strcmp(split, "both")))
-                rc = mr_err_set(&e, MR_EUSAGE, "--split needs test, train or both");
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            verbose = 0;
-        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-            verbose = 2;
-        } else {
-            rc = mr_err_set(&e, MR_EUSAGE, "unknown option '%s' (see mpirec eval --help)", a);
-        }
-    }
+    const CliValOpt opts[] = {
+        {"--out", "-o", &out, NULL, "--out needs a directory"},
+        {"--checkpoint", NULL, &ckpt, NULL, "--checkpoint needs a checkpoint"},
+        {"--split", NULL, &split, "test|train|both", "--split needs test, train or both"},
+    };
+    rc = cli_parse_args("eval", help, argc, argv, &ca, opts, (int)(sizeof opts / sizeof *opts),
+                        &verbose, &e);
+    if (rc == CLI_HELP_SHOWN)
+        return 0;
     if (!rc && (!out || !ckpt))
         rc = mr_err_set(&e, MR_EUSAGE,
                         "--checkpoint CKPT and --out DIR are required (see "

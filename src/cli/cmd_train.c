@@ -63,32 +63,14 @@ int cmd_train(int argc, char **argv)
     MrErr e;
     mr_err_clear(&e);
     int rc = MR_OK;
-    for (int i = 1; i < argc && !rc; i++) {
-        const char *a = argv[i];
-        int t = cli_take_config_arg(&ca, argc, argv, &i, &e);
-        if (t < 0)
-            rc = MR_EUSAGE;
-        else if (t)
-            continue;
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("%s\n%s", help, cli_exit_codes_help);
-            return 0;
-        } else if (!strcmp(a, "--out") || !strcmp(a, "-o")) {
-            out = i + 1 < argc ? argv[++i] : NULL;
-            if (!out)
-                rc = mr_err_set(&e, MR_EUSAGE, "--out needs a directory");
-        } else if (!strcmp(a, "--resume")) {
-            resume = i + 1 < argc ? argv[++i] : NULL;
-            if (!resume)
-                rc = mr_err_set(&e, MR_EUSAGE, "--resume needs 'auto' or a checkpoint path");
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            verbose = 0;
-        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-            verbose = 2;
-        } else {
-            rc = mr_err_set(&e, MR_EUSAGE, "unknown option '%s' (see mpirec train --help)", a);
-        }
-    }
+    const CliValOpt opts[] = {
+        {"--out", "-o", &out, NULL, "--out needs a directory"},
+        {"--resume", NULL, &resume, NULL, "--resume needs 'auto' or a checkpoint path"},
+    };
+    rc = cli_parse_args("train", help, argc, argv, &ca, opts, (int)(sizeof opts / sizeof *opts),
+                        &verbose, &e);
+    if (rc == CLI_HELP_SHOWN)
+        return 0;
     if (!rc && !out)
         rc = mr_err_set(&e, MR_EUSAGE, "--out DIR is required (see mpirec train --help)");
     if (!rc && !ca.config_path && ca.nsets == 0)

@@ -235,3 +235,56 @@ int cli_write_file(const char *path, const char *text, MrErr *e)
     }
     return MR_OK;
 }
+
+/* Whether v is one of the '|'-separated choices. */
+static int is_choice(const char *v, const char *choices)
+{
+    size_t n = strlen(v);
+    for (const char *c = choices; *c;) {
+        const char *bar = strchr(c, '|');
+        size_t len = bar ? (size_t)(bar - c) : strlen(c);
+        if (len == n && strncmp(c, v, n) == 0)
+            return 1;
+        if (!bar)
+            break;
+        c = bar + 1;
+    }
+    return 0;
+}
+
+int cli_parse_args(const char *cmd, const char *help, int argc, char **argv, CliConfigArgs *ca,
+                   const CliValOpt *opts, int n, int *verbose, MrErr *e)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (ca) {
+            int t = cli_take_config_arg(ca, argc, argv, &i, e);
+            if (t < 0)
+                return MR_EUSAGE;
+            if (t)
+                continue;
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("%s\n%s", help, cli_exit_codes_help);
+            return CLI_HELP_SHOWN;
+        }
+        if (verbose && (!strcmp(a, "-q") || !strcmp(a, "--quiet"))) {
+            *verbose = 0;
+            continue;
+        }
+        if (verbose && (!strcmp(a, "-v") || !strcmp(a, "--verbose"))) {
+            *verbose = 2;
+            continue;
+        }
+        int k = 0;
+        while (k < n && strcmp(a, opts[k].name) && !(opts[k].alias && !strcmp(a, opts[k].alias)))
+            k++;
+        if (k == n)
+            return mr_err_set(e, MR_EUSAGE, "unknown option '%s' (see mpirec %s --help)", a, cmd);
+        const char *v = i + 1 < argc ? argv[++i] : NULL;
+        if (!v || (opts[k].choices && !is_choice(v, opts[k].choices)))
+            return mr_err_set(e, MR_EUSAGE, "%s", opts[k].missing);
+        *opts[k].value = v;
+    }
+    return MR_OK;
+}
