@@ -638,10 +638,8 @@ static inline void kern_f32_4blk(const float *q, const float *blk, int d, float 
 #endif
 }
 
-/* Probe score of every list for query q: dots [L rounded up to LANES] gets
- * q . c~ of every centroid (the blocked kernel, so the values do not depend on
- * which other queries are searched with q), ps [L] the probe scores. */
-static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *ps)
+/* Probe scores ps [L] of query q from its centroid dot products dots. */
+static void probe_finish(const MrIndex *ix, const float *q, const float *dots, float *ps)
 {
     int d = ix->d;
     int64_t L = ix->nlist;
@@ -649,11 +647,6 @@ static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *
     for (int t = 0; t < d; t++)
         qn += (double)q[t] * q[t];
     qn = sqrt(qn);
-    int64_t nb = (L + IX_LANES - 1) / IX_LANES, b = 0;
-    for (; b + 4 <= nb; b += 4)
-        kern_f32_4blk(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
-    for (; b < nb; b++)
-        kern_f32(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
     /* q' = M q / |q|: scaling q does not change the item order, but it fixes the
      * balance between q.c~ and the bias; a zero or non-finite q gets scale 1. */
     float alpha = qn > 0 && isfinite(qn) ? (float)(ix->aug_norm / qn) : 1.0f;
@@ -661,10 +654,42 @@ static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *
         ps[j] = alpha * dots[j] + ix->probe_bias[j];
 }
 
+/* Probe score of every list for query q: dots [L rounded up to LANES] gets
+ * q . c~ of every centroid (the blocked kernel, so the values do not depend on
+ * which other queries are searched with q), ps [L] the probe scores. */
+static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *ps)
+{
+    int d = ix->d;
+    int64_t L = ix->nlist;
+    int64_t nb = (L + IX_LANES - 1) / IX_LANES, b = 0;
+    for (; b + 4 <= nb; b += 4)
+        kern_f32_4blk(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
+    for (; b < nb; b++)
+        kern_f32(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
+    probe_finish(ix, q, dots, ps);
+}
+
+/* The centroid dot products of four queries at once (dots[u], as probe_scores
+ * computes them: every lane is the same chain, so the values are bit-identical to
+ * one query at a time). Each centroid block is read once for the four: the
+ * centroids (L x D floats, 194 KiB at 150K items) come from L2, whose bandwidth
+ * bounded the one-query loop. */
+static void probe_dots_x4(const MrIndex *ix, const float *const q[4], float *const dots[4])
+{
+    int d = ix->d;
+    int64_t nb = (ix->nlist + IX_LANES - 1) / IX_LANES;
+    float out[4][IX_LANES];
+    for (int64_t b = 0; b < nb; b++) {
+        kern_f32_x4(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, out);
+        for (int u = 0; u < 4; u++)
+            memcpy(dots[u] + b * IX_LANES, out[u], sizeof out[u]);
+    }
+}
+
 /* Per-thread buffers of the search; qmax = the most queries one thread takes from
  * a block. */
 typedef struct IvfScratch {
-    float *dots;    /* [L rounded up to LANES] q . c~ of one query */
+    float *dots;    /* [4 x (L rounded up to LANES)] q . c~ of four queries */
     float *ps;      /* [L] its probe scores */
     uint32_t *key;  /* [L] bins / sortable keys of the probe scores */
     int64_t *tie;   /* [L] select_top scratch */
@@ -821,7 +846,10 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
     float scale = 255.0f / (mx - mn);
     if (!finite || !(scale < INFINITY) || !(scale > 0))
         return radix_select(s, L, m, w->key, out);
-    int64_t cnt[256] = {0};
+    /* four histograms, summed after: neighbouring values often share a bin, and
+     * one table would chain every increment on the previous one's store */
+    int32_t cnt4[4][256];
+    memset(cnt4, 0, sizeof cnt4);
     j0 = 0;
 #if defined(__AVX512F__)
     /* the same operations as the scalar loop, 16 at a time (truncation of a
@@ -832,29 +860,37 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
         __m512i b = _mm512_min_epi32(_mm512_cvttps_epi32(v), _mm512_set1_epi32(255));
         _mm512_storeu_si512(w->key + j0, b);
     }
-    for (int64_t j = 0; j < j0; j++)
-        cnt[w->key[j]]++;
 #endif
     for (int64_t j = j0; j < L; j++) {
         int b = (int)((s[j] - mn) * scale);
         b = b > 255 ? 255 : b;
         w->key[j] = (uint32_t)b;
-        cnt[b]++;
     }
+    int64_t j4 = 0;
+    for (; j4 + 4 <= L; j4 += 4) {
+        cnt4[0][w->key[j4]]++;
+        cnt4[1][w->key[j4 + 1]]++;
+        cnt4[2][w->key[j4 + 2]]++;
+        cnt4[3][w->key[j4 + 3]]++;
+    }
+    for (; j4 < L; j4++)
+        cnt4[0][w->key[j4]]++;
     int b = 255;
-    int64_t need = m;
-    while (cnt[b] < need) {
-        need -= cnt[b];
+    int64_t need = m, cb;
+    while ((cb = (int64_t)cnt4[0][b] + cnt4[1][b] + cnt4[2][b] + cnt4[3][b]) < need) {
+        need -= cb;
         b--;
     }
+    /* branch-free: every index is written, the counters advance on a match (the
+     * outcome of these comparisons is unpredictable, about m of L are taken) */
     int64_t n = 0, nt = 0;
     for (int64_t j = 0; j < L; j++) {
-        if (w->key[j] > (uint32_t)b)
-            out[n++] = j;
-        else if (w->key[j] == (uint32_t)b) {
-            w->tie[nt] = j;
-            w->ts[nt++] = s[j];
-        }
+        uint32_t kj = w->key[j];
+        out[n] = j;
+        n += kj > (uint32_t)b;
+        w->tie[nt] = j;
+        w->ts[nt] = s[j];
+        nt += kj == (uint32_t)b;
     }
     if (need == nt) {
         for (int64_t t = 0; t < nt; t++)
@@ -870,14 +906,15 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
 
 /* The lists query r probes: the nprobe best probe scores (ties: lower list),
  * with their q . c~. */
-static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe, float *pdot)
+static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, const float *dots,
+                             int64_t *probe, float *pdot)
 {
     const MrIndex *ix = c->ix;
-    probe_scores(ix, c->Q + r * ix->d, w->dots, w->ps);
+    probe_finish(ix, c->Q + r * ix->d, dots, w->ps);
     SelScr ss = {w->key, w->tie, w->ts, w->tout};
     int64_t np = select_top(w->ps, ix->nlist, c->nprobe, &ss, probe);
     for (int64_t p = 0; p < np; p++)
-        pdot[p] = w->dots[probe[p]];
+        pdot[p] = dots[probe[p]];
     return np;
 }
 
@@ -934,9 +971,22 @@ static void search_share(void *arg, int tid, int nth)
         return;
     for (int64_t j = 0; j <= L; j++)
         w->icnt[j] = 0;
+    int64_t Lr = (L + IX_LANES - 1) / IX_LANES * IX_LANES;
     for (int64_t r = lo; r < hi; r++) {
-        int64_t a = r - lo;
-        w->nprb[a] = select_probes(c, w, r, w->probe + a * c->nprobe, w->pdot + a * c->nprobe);
+        int64_t a = r - lo, u4 = a % 4;
+        if (u4 == 0) {
+            /* centroid dot products of this query and the next three */
+            const float *qv[4];
+            float *dv[4];
+            for (int u = 0; u < 4; u++) {
+                int64_t ru = r + u < hi ? r + u : hi - 1; /* a short tail repeats its last */
+                qv[u] = c->Q + ru * d;
+                dv[u] = w->dots + (ru - r) * Lr;
+            }
+            probe_dots_x4(ix, qv, dv);
+        }
+        w->nprb[a] = select_probes(c, w, r, w->dots + u4 * Lr, w->probe + a * c->nprobe,
+                                   w->pdot + a * c->nprobe);
         for (int64_t p = 0; p < w->nprb[a]; p++)
             w->icnt[w->probe[a * c->nprobe + p] + 1]++;
         ix_top_init(&w->tops[a], w->hs + a * ix_top_slots(c->cap), w->hi + a * ix_top_slots(c->cap),
@@ -1078,7 +1128,7 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
     }
     for (int t = 0; t < nth; t++) {
         IvfScratch *w = &scr[t];
-        w->dots = malloc((size_t)Lr * sizeof *w->dots);
+        w->dots = malloc((size_t)(4 * Lr) * sizeof *w->dots);
         w->pdot = malloc((size_t)(qmax * nprobe) * sizeof *w->pdot);
         w->idot = malloc((size_t)(qmax * nprobe) * sizeof *w->idot);
         w->ps = malloc((size_t)L * sizeof *w->ps);
