@@ -46,7 +46,7 @@ typedef struct MrIndexParams {
     double target_recall;
     int kmeans_iters;
     int quantize;
-    int64_t rescore;        /* 0: 10 * k */
+    int64_t rescore;        /* 0: 2 * k */
     uint64_t seed;
 } MrIndexParams;
 

@@ -883,8 +883,32 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
     }
     /* branch-free: every index is written, the counters advance on a match (the
      * outcome of these comparisons is unpredictable, about m of L are taken) */
-    int64_t n = 0, nt = 0;
-    for (int64_t j = 0; j < L; j++) {
+    int64_t n = 0, nt = 0, jc = 0;
+#if defined(__AVX512F__)
+    /* the same, 16 at a time: compress the indices (as two halves of 8 int64) and
+     * the tie scores of the lanes that match */
+    __m512i vb = _mm512_set1_epi32(b), lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    for (; jc + 16 <= L; jc += 16) {
+        __m512i kv = _mm512_loadu_si512(w->key + jc);
+        __mmask16 gt = _mm512_cmpgt_epu32_mask(kv, vb), eq = _mm512_cmpeq_epu32_mask(kv, vb);
+        __m512i i0 = _mm512_add_epi64(lane, _mm512_set1_epi64(jc)),
+                i1 = _mm512_add_epi64(i0, _mm512_set1_epi64(8));
+        if (gt) {
+            _mm512_mask_compressstoreu_epi64(out + n, (__mmask8)gt, i0);
+            n += __builtin_popcount(gt & 0xffu);
+            _mm512_mask_compressstoreu_epi64(out + n, (__mmask8)(gt >> 8), i1);
+            n += __builtin_popcount(gt >> 8);
+        }
+        if (eq) {
+            _mm512_mask_compressstoreu_ps(w->ts + nt, eq, _mm512_loadu_ps(s + jc));
+            _mm512_mask_compressstoreu_epi64(w->tie + nt, (__mmask8)eq, i0);
+            nt += __builtin_popcount(eq & 0xffu);
+            _mm512_mask_compressstoreu_epi64(w->tie + nt, (__mmask8)(eq >> 8), i1);
+            nt += __builtin_popcount(eq >> 8);
+        }
+    }
+#endif
+    for (int64_t j = jc; j < L; j++) {
         uint32_t kj = w->key[j];
         out[n] = j;
         n += kj > (uint32_t)b;
@@ -1105,7 +1129,7 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         nprobe = L;
     int64_t cap = kk;
     if (ix->p.quantize) {
-        cap = ix->p.rescore > 0 ? ix->p.rescore : 10 * kk;
+        cap = ix->p.rescore > 0 ? ix->p.rescore : 2 * kk;
         cap = cap < kk ? kk : cap > n ? n : cap;
     }
     /* Query block: big enough that a list is probed by many queries of a thread's
