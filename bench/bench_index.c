@@ -15,6 +15,10 @@
  *          queries until each target recall is reached; the recall reported at
  *          that nprobe is over all queries; it is timed `repeats` times -> median
  *          QPS.
+ * --sq8 also builds the same index with index.quantize (8-bit codes, int8 kernel,
+ * exact rescoring of the best `--rescore` candidates) and reports it as "ivf-sq8".
+ * Each timing repeat runs exact and every ivf configuration once, in turn; QPS is
+ * the median over repeats, by wall clock and by process CPU time.
  * Timing uses the first `time-queries` queries (a batch; default 2000) so that
  * slow configurations (FAISS at recall 0.99) stay affordable.
  * With --dir the vectors and ground truth are written as .npy files, so that
