@@ -15,6 +15,10 @@
  *          queries until each target recall is reached; the recall reported at
  *          that nprobe is over all queries; it is timed `repeats` times -> median
  *          QPS.
+ * --sq8 also builds the same index with index.quantize (8-bit codes, int8 kernel,
+ * exact rescoring of the best `--rescore` candidates) and reports it as "ivf-sq8".
+ * Each timing repeat runs exact and every ivf configuration once, in turn; QPS is
+ * the median over repeats, by wall clock and by process CPU time.
  * Timing uses the first `time-queries` queries (a batch; default 2000) so that
  * slow configurations (FAISS at recall 0.99) stay affordable.
  * With --dir the vectors and ground truth are written as .npy files, so that
@@ -42,8 +46,8 @@
 #include "bench_util.h"
 
 typedef struct Opts {
-    int64_t items, queries, time_queries, sweep_queries, nlist;
-    int dim, k, repeats, clusters, quantize, no_ivf;
+    int64_t items, queries, time_queries, sweep_queries, nlist, rescore;
+    int dim, k, repeats, clusters, quantize, no_ivf, sq8;
     double noise, qnoise;
     uint64_t seed;
     char threads[64], targets[64];
@@ -73,6 +77,14 @@ static double peak_rss_mib(void)
 {
     struct rusage ru;
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : -1;
+}
+
+/* CPU time of the whole process (all threads), seconds. */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* 1-minute load average (the machine is shared: recorded with every figure). */
@@ -190,6 +202,7 @@ static void usage(void)
             "                   [--sweep-queries S]\n"
             "                   [--k K] [--threads 1,2] [--repeats R] [--targets 0.9,0.95,0.99]\n"
             "                   [--nlist L] [--clusters C] [--noise S] [--qnoise S] [--quantize]\n"
+            "                   [--rescore R] [--sq8]\n"
             "                   [--seed S] [--dir DIR] [--no-ivf]\n");
 }
 
@@ -225,6 +238,10 @@ int main(int argc, char **argv)
             o.quantize = 1;
             continue;
         }
+        if (!strcmp(a, "--sq8")) {
+            o.sq8 = 1;
+            continue;
+        }
         if (!strcmp(a, "--no-ivf")) {
             o.no_ivf = 1;
             continue;
@@ -254,6 +271,8 @@ int main(int argc, char **argv)
             o.repeats = atoi(v);
         else if (!strcmp(a, "--nlist"))
             o.nlist = atoll(v);
+        else if (!strcmp(a, "--rescore"))
+            o.rescore = atoll(v);
         else if (!strcmp(a, "--clusters"))
             o.clusters = atoi(v);
         else if (!strcmp(a, "--noise"))
@@ -294,6 +313,8 @@ int main(int argc, char **argv)
     p.nlist = o.nlist;
     p.nprobe = 1; /* swept below; the build's own nprobe search is not what we time */
     p.quantize = o.quantize;
+    if (o.rescore > 0)
+        p.rescore = o.rescore;
     MrIndex ix;
     MrErr e;
     int maxthr = 1;
@@ -356,41 +377,63 @@ int main(int argc, char **argv)
            (long long)o.items, d, (long long)ix.nlist, o.quantize, build_s, maxthr, ib / 1048576,
            eb / 1048576, load1());
 
+    /* The variants timed: ix (float lists, or codes with --quantize), and with --sq8
+     * a second index with the same parameters and seed (so the same k-means and
+     * lists) whose lists are 8-bit codes. */
+    MrIndex sx;
+    memset(&sx, 0, sizeof sx);
+    const MrIndex *var[2] = {&ix, NULL};
+    const char *vname[2] = {o.quantize ? "ivf-sq8" : "ivf", "ivf-sq8"};
+    int nvar = o.no_ivf ? 0 : 1;
+    if (o.sq8 && !o.no_ivf && !o.quantize) {
+        MrIndexParams ps = p;
+        ps.quantize = 1;
+        t0 = bench_now();
+        if (mr_index_build(&sx, &ps, X, o.items, d, NULL, NULL, Q, 100, k, &e) != MR_OK) {
+            fprintf(stderr, "sq8 build failed: %s\n", e.msg);
+            return 1;
+        }
+        double sb = bench_now() - t0, sib = index_bytes(&sx);
+        fprintf(stderr, "ivf-sq8 build: %.1f s, index memory %.1f MiB\n", sb, sib / 1048576);
+        printf("{\"impl\": \"mpirec\", \"kind\": \"build-sq8\", \"items\": %lld, \"seconds\": "
+               "%.2f, \"threads\": %d, \"index_mib\": %.1f, \"rescore\": %lld, \"load1\": %.2f}\n",
+               (long long)o.items, sb, maxthr, sib / 1048576, (long long)sx.p.rescore, load1());
+        var[nvar++] = &sx;
+    }
+
     /* recall as a function of nprobe (thread count does not change results) */
     int64_t L = ix.nlist;
-    int64_t best_np[8];
-    double best_rec[8];
-    for (int j = 0; j < ntgt; j++)
-        best_np[j] = -1;
-    if (o.no_ivf)
-        ntgt = 0;
-    else {
+    int64_t best_np[2][8];
+    double best_rec[2][8];
+    for (int v = 0; v < nvar; v++) {
+        for (int j = 0; j < ntgt; j++)
+            best_np[v][j] = -1;
         int64_t lo = 0, np = 1; /* recall(lo) < every unmet target */
         for (;;) {
-            if (search_ivf(&ix, Q, nsw, k, np, it, sc))
+            if (search_ivf(var[v], Q, nsw, k, np, it, sc))
                 return 1;
             double r = recall(gt, it, nsw, k);
-            fprintf(stderr, "  nprobe %5lld  recall@%d %.4f (first %lld queries)\n", (long long)np,
-                    k, r, (long long)nsw);
+            fprintf(stderr, "  nprobe %5lld  %s recall@%d %.4f (first %lld queries)\n",
+                    (long long)np, vname[v], k, r, (long long)nsw);
             for (int j = 0; j < ntgt; j++) {
-                if (best_np[j] >= 0 || r < tgt[j])
+                if (best_np[v][j] >= 0 || r < tgt[j])
                     continue;
                 /* bisect (lo, np] for the smallest nprobe reaching tgt[j] */
                 int64_t a = lo, b = np;
                 while (b - a > 1) {
                     int64_t mid = a + (b - a) / 2;
-                    if (search_ivf(&ix, Q, nsw, k, mid, it, sc))
+                    if (search_ivf(var[v], Q, nsw, k, mid, it, sc))
                         return 1;
                     if (recall(gt, it, nsw, k) >= tgt[j])
                         b = mid;
                     else
                         a = mid;
                 }
-                best_np[j] = b;
+                best_np[v][j] = b;
             }
             int done = 1;
             for (int j = 0; j < ntgt; j++)
-                done &= best_np[j] >= 0;
+                done &= best_np[v][j] >= 0;
             if (done || np >= L)
                 break;
             lo = np;
@@ -400,58 +443,81 @@ int main(int argc, char **argv)
         }
         /* the recall reported is over all queries */
         for (int j = 0; j < ntgt; j++)
-            if (best_np[j] >= 0) {
-                if (search_ivf(&ix, Q, nq, k, best_np[j], it, sc))
+            if (best_np[v][j] >= 0) {
+                if (search_ivf(var[v], Q, nq, k, best_np[v][j], it, sc))
                     return 1;
-                best_rec[j] = recall(gt, it, nq, k);
+                best_rec[v][j] = recall(gt, it, nq, k);
             }
     }
 
-    double *runs = malloc((size_t)o.repeats * sizeof *runs);
+    /* Timing: each repeat times exact search and then every (variant, target) once,
+     * so that the runs compared in a ratio alternate under the same load. Wall
+     * clock gives the QPS; the process CPU time is recorded too (queries per CPU
+     * second: less sensitive to other processes taking the cores, though not to
+     * their use of the shared caches). */
+    int nslot = 1 + 2 * 8;
+    double *runs = malloc((size_t)(nslot * o.repeats) * sizeof *runs);
+    double *cpu = malloc((size_t)(nslot * o.repeats) * sizeof *cpu);
     for (int ti = 0; ti < nthr; ti++) {
         int th = (int)thr[ti];
         openblas_set_num_threads(th);
         for (int r = 0; r < o.repeats; r++) {
+            double c0 = cpu_now();
             t0 = bench_now();
             if (mr_index_search_exact(&ix, Q, nt, k, NULL, it, sc, &e) != MR_OK)
                 return 1;
             runs[r] = (double)nt / (bench_now() - t0);
+            cpu[r] = (double)nt / (cpu_now() - c0);
+            for (int v = 0; v < nvar; v++)
+                for (int j = 0; j < ntgt; j++) {
+                    if (best_np[v][j] < 0)
+                        continue;
+                    int slot = 1 + v * 8 + j;
+                    c0 = cpu_now();
+                    t0 = bench_now();
+                    if (search_ivf(var[v], Q, nt, k, best_np[v][j], it, sc))
+                        return 1;
+                    runs[slot * o.repeats + r] = (double)nt / (bench_now() - t0);
+                    cpu[slot * o.repeats + r] = (double)nt / (cpu_now() - c0);
+                }
         }
-        double qe = bench_median(runs, o.repeats);
-        fprintf(stderr, "threads %d: exact %.0f QPS (median of %d, %lld queries)\n", th, qe,
-                o.repeats, (long long)nt);
+        double qe = bench_median(runs, o.repeats), ce = bench_median(cpu, o.repeats);
+        fprintf(stderr, "threads %d: exact %.0f QPS, %.0f per CPU second (median of %d, %lld queries)\n",
+                th, qe, ce, o.repeats, (long long)nt);
         printf("{\"impl\": \"mpirec\", \"kind\": \"exact\", \"items\": %lld, \"threads\": %d, "
-               "\"queries\": %lld, \"qps\": %.1f, \"load1\": %.2f}\n",
-               (long long)o.items, th, (long long)nt, qe, load1());
-        for (int j = 0; j < ntgt; j++) {
-            if (best_np[j] < 0) {
-                fprintf(stderr, "  target %.2f not reached\n", tgt[j]);
-                continue;
+               "\"queries\": %lld, \"qps\": %.1f, \"qps_cpu\": %.1f, \"load1\": %.2f}\n",
+               (long long)o.items, th, (long long)nt, qe, ce, load1());
+        for (int v = 0; v < nvar; v++)
+            for (int j = 0; j < ntgt; j++) {
+                if (best_np[v][j] < 0) {
+                    fprintf(stderr, "  %s target %.2f not reached\n", vname[v], tgt[j]);
+                    continue;
+                }
+                int slot = 1 + v * 8 + j;
+                double qi = bench_median(runs + slot * o.repeats, o.repeats);
+                double ci = bench_median(cpu + slot * o.repeats, o.repeats);
+                int quant = var[v]->p.quantize;
+                fprintf(stderr,
+                        "  %s recall@%d >= %.2f: nprobe %lld (recall %.4f) %.0f QPS = %.1fx "
+                        "exact (CPU time: %.1fx)\n",
+                        vname[v], k, tgt[j], (long long)best_np[v][j], best_rec[v][j], qi, qi / qe,
+                        ci / ce);
+                printf("{\"impl\": \"mpirec\", \"kind\": \"%s\", \"quantize\": %d, \"rescore\": "
+                       "%lld, \"items\": %lld, \"threads\": %d, \"target\": %.3f, \"nprobe\": "
+                       "%lld, \"nlist\": %lld, \"recall\": %.4f, \"qps\": %.1f, \"qps_cpu\": %.1f, "
+                       "\"speedup_vs_exact\": %.2f, \"speedup_cpu\": %.2f, \"load1\": %.2f}\n",
+                       vname[v], quant, (long long)var[v]->p.rescore, (long long)o.items, th,
+                       tgt[j], (long long)best_np[v][j], (long long)L, best_rec[v][j], qi, ci,
+                       qi / qe, ci / ce, load1());
             }
-            for (int r = 0; r < o.repeats; r++) {
-                t0 = bench_now();
-                if (search_ivf(&ix, Q, nt, k, best_np[j], it, sc))
-                    return 1;
-                runs[r] = (double)nt / (bench_now() - t0);
-            }
-            double qi = bench_median(runs, o.repeats);
-            fprintf(stderr,
-                    "  ivf%s recall@%d >= %.2f: nprobe %lld (recall %.4f) %.0f QPS = %.1fx exact\n",
-                    o.quantize ? "+sq8" : "", k, tgt[j], (long long)best_np[j], best_rec[j], qi,
-                    qi / qe);
-            printf("{\"impl\": \"mpirec\", \"kind\": \"ivf\", \"quantize\": %d, \"items\": %lld, "
-                   "\"threads\": %d, \"target\": %.3f, \"nprobe\": %lld, \"nlist\": %lld, "
-                   "\"recall\": %.4f, \"qps\": %.1f, \"speedup_vs_exact\": %.2f, "
-                   "\"load1\": %.2f}\n",
-                   o.quantize, (long long)o.items, th, tgt[j], (long long)best_np[j], (long long)L,
-                   best_rec[j], qi, qi / qe, load1());
-        }
         fflush(stdout);
     }
     printf("{\"impl\": \"mpirec\", \"kind\": \"memory\", \"items\": %lld, \"peak_rss_mib\": "
            "%.0f}\n",
            (long long)o.items, peak_rss_mib());
     free(runs);
+    free(cpu);
+    mr_index_free(&sx);
     free(gt);
     free(it);
     free(sc);

@@ -713,7 +713,7 @@ static void test_ivf_quantized_codes(void)
             int lane = (int)(r % MR_INDEX_LANES);
             int64_t item = ix.list_items[pos];
             for (int t = 0; t < d; t++) {
-                uint8_t c = ix.codes[(b * d + t) * MR_INDEX_LANES + lane];
+                uint8_t c = ix.codes[MR_INDEX_CODE_AT(d, b, t, lane)];
                 double rec =
                     ix.centroids[l * d + t] + ix.code_offset[t] + (double)ix.code_scale[t] * c;
                 double err = fabs(rec - P.X[item * d + t]) / (ix.code_scale[t] + 1e-30);
@@ -851,7 +851,8 @@ static int index_equal(const MrIndex *a, const MrIndex *b)
            SAME(a->list_off, b->list_off, (size_t)(a->nlist + 1) * 8) &&
            SAME(a->list_items, b->list_items, (size_t)a->n * 8) && a->nblk == b->nblk &&
            SAME(a->list_blk, b->list_blk, (size_t)(a->nlist + 1) * 8) &&
-           SAME(a->list_emb, b->list_emb, cells * 4) && SAME(a->codes, b->codes, cells) &&
+           SAME(a->list_emb, b->list_emb, cells * 4) && SAME(a->codes, b->codes, (size_t)a->nblk * MR_INDEX_CODE_AT(d, 1, 0, 0)) &&
+           SAME(a->code_mean, b->code_mean, (size_t)d * 4) &&
            SAME(a->code_scale, b->code_scale, (size_t)d * 4) &&
            SAME(a->code_offset, b->code_offset, (size_t)d * 4);
 }

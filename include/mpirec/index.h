@@ -34,6 +34,10 @@
 #define MR_INDEX_MAGIC "MPIREC-INDEX"
 #define MR_INDEX_VERSION 1
 #define MR_INDEX_LANES 16 /* items per block of the ivf search layout */
+/* Byte of dimension t of lane l of block b in MrIndex.codes (d dimensions). */
+#define MR_INDEX_CODE_AT(d, b, t, l)                                                         \
+    ((size_t)(b) * (size_t)(((d) + 3) / 4) * 4 * MR_INDEX_LANES +                           \
+     (size_t)((t) / 4) * 4 * MR_INDEX_LANES + (size_t)(l) * 4 + (size_t)((t) % 4))
 
 typedef struct MrIndexParams {
     MrIndexKind kind;
@@ -42,7 +46,7 @@ typedef struct MrIndexParams {
     double target_recall;
     int kmeans_iters;
     int quantize;
-    int64_t rescore;        /* 0: 10 * k */
+    int64_t rescore;        /* 0: 2 * k */
     uint64_t seed;
 } MrIndexParams;
 
@@ -80,9 +84,14 @@ typedef struct MrIndex {
     float *cent_blk;        /* [ceil(nlist / LANES) x d x LANES] centroids, same layout */
     int64_t nblk;           /* total blocks */
     float *list_emb;        /* [nblk x d x LANES] embeddings (NULL when quantized) */
-    uint8_t *codes;         /* [nblk x d x LANES] 8-bit codes of residuals x - centroid (quantize) */
+    /* 8-bit codes of the residuals x - centroid (quantize): block b holds
+     * [ceil(d/4)][LANES][4] bytes, dimension t of lane l at byte
+     * MR_INDEX_CODE_AT(d, b, t, l) (the AVX-512 VNNI layout: one 64-byte row is 16
+     * items x 4 dimensions); dimensions past d and padding lanes are 0. */
+    uint8_t *codes;
     float *code_scale;      /* [d] residual_t ~ code_offset[t] + code_scale[t] * code (quantize) */
     float *code_offset;     /* [d] (quantize) */
+    float *code_mean;       /* [d] mean code of each dimension over the items (derived) */
     /* ids lookup: item indices in id byte order, or NULL when ids are already sorted */
     int64_t *id_order;      /* [n] */
     /* provenance */

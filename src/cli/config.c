@@ -190,7 +190,7 @@ static const Key keys[] = {
     {"index.quantize", K_BOOL, O(index.quantize), 0, "false", 0, 0, NULL, K_RUN,
      "score int8 codes first, rescore the best exactly"},
     {"index.rescore", K_I64, O(index.rescore), 0, "0", 0, BIG, NULL, K_RUN,
-     "candidates rescored exactly per query when quantized (0 = 10 * k)"},
+     "candidates rescored exactly per query when quantized (0 = 2 * k)"},
     {"index.recall_queries", K_I64, O(index.recall_queries), 0, "1000", 1, BIG, NULL, K_RUN,
      "query sample for the build-time recall and QPS measurement"},
     {"index.k", K_INT, O(index.k), 0, "10", 1, 1 << 20, NULL, K_RUN,

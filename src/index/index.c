@@ -62,6 +62,7 @@ void mr_index_free(MrIndex *ix)
     free(ix->codes);
     free(ix->code_scale);
     free(ix->code_offset);
+    free(ix->code_mean);
     free(ix->id_order);
     memset(ix, 0, sizeof *ix);
 }

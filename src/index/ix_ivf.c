@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "index/ix_internal.h"
+#include "index/ix_sq8.h"
 #include "mpirec/hash.h"
 
 #define TRAIN_PER_LIST 64
@@ -503,9 +504,18 @@ int ix_ivf_layout(MrIndex *ix, const uint8_t *codes_flat, MrErr *e)
     ix->nblk = ix->list_blk[L];
     size_t cells = (size_t)ix->nblk * (size_t)d * IX_LANES;
     if (ix->p.quantize) {
-        ix->codes = calloc(cells ? cells : 1, 1);
-        if (!ix->codes)
-            return mr_err_set(e, MR_ENOMEM, "ivf: no memory for %zu codes", cells);
+        size_t bytes = (size_t)ix->nblk * ix_sq8_block_bytes(d);
+        ix->codes = calloc(bytes ? bytes : 1, 1);
+        ix->code_mean = malloc((size_t)d * sizeof *ix->code_mean);
+        if (!ix->codes || !ix->code_mean)
+            return mr_err_set(e, MR_ENOMEM, "ivf: no memory for %zu codes", bytes);
+        /* mean code per dimension (the kernel's correction of the query rounding) */
+        for (int t = 0; t < d; t++) {
+            double s = 0;
+            for (int64_t p = 0; p < ix->n; p++)
+                s += codes_flat[p * d + t];
+            ix->code_mean[t] = ix->n > 0 ? (float)(s / (double)ix->n) : 0.0f;
+        }
     } else {
         ix->list_emb = calloc(cells ? cells : 1, sizeof *ix->list_emb);
         if (!ix->list_emb)
@@ -517,11 +527,11 @@ int ix_ivf_layout(MrIndex *ix, const uint8_t *codes_flat, MrErr *e)
             size_t b = (size_t)(ix->list_blk[j] + r / IX_LANES);
             int lane = (int)(r % IX_LANES);
             for (int t = 0; t < d; t++) {
-                size_t at = (b * (size_t)d + (size_t)t) * IX_LANES + (size_t)lane;
                 if (ix->p.quantize)
-                    ix->codes[at] = codes_flat[p * d + t];
+                    ix->codes[ix_sq8_at(d, (int64_t)b, t, lane)] = codes_flat[p * d + t];
                 else
-                    ix->list_emb[at] = ix->emb[ix->list_items[p] * d + t];
+                    ix->list_emb[(b * (size_t)d + (size_t)t) * IX_LANES + (size_t)lane] =
+                        ix->emb[ix->list_items[p] * d + t];
             }
         }
     return MR_OK;
@@ -540,7 +550,7 @@ uint8_t *ix_ivf_codes_flat(const MrIndex *ix)
             size_t b = (size_t)(ix->list_blk[j] + r / IX_LANES);
             int lane = (int)(r % IX_LANES);
             for (int t = 0; t < d; t++)
-                out[p * d + t] = ix->codes[(b * (size_t)d + (size_t)t) * IX_LANES + (size_t)lane];
+                out[p * d + t] = ix->codes[ix_sq8_at(d, (int64_t)b, t, lane)];
         }
     return out;
 }
@@ -578,38 +588,6 @@ static inline void kern_f32(const float *q, const float *blk, int d, float *out)
 #endif
 }
 
-#if !defined(__AVX512F__)
-/* Approximate scores base + sum_t qs[t] * code[t] of 16 quantized items (with
- * AVX-512 only the four-query kernel below is used). */
-static inline void kern_u8(const float *qs, const uint8_t *blk, int d, float base, float *out)
-{
-#if defined(__AVX2__) && defined(__FMA__)
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (int t = 0; t < d; t++) {
-        const uint8_t *row = blk + (size_t)t * IX_LANES;
-        __m256 qt = _mm256_set1_ps(qs[t]);
-        __m256 c0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)row)));
-        __m256 c1 =
-            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + 8))));
-        a0 = _mm256_fmadd_ps(qt, c0, a0);
-        a1 = _mm256_fmadd_ps(qt, c1, a1);
-    }
-    __m256 b = _mm256_set1_ps(base);
-    _mm256_storeu_ps(out, _mm256_add_ps(b, a0));
-    _mm256_storeu_ps(out + 8, _mm256_add_ps(b, a1));
-#else
-    float acc[IX_LANES];
-    for (int l = 0; l < IX_LANES; l++)
-        acc[l] = 0.0f;
-    for (int t = 0; t < d; t++)
-        for (int l = 0; l < IX_LANES; l++)
-            acc[l] = IX_MADD(qs[t], (float)blk[(size_t)t * IX_LANES + l], acc[l]);
-    for (int l = 0; l < IX_LANES; l++)
-        out[l] = base + acc[l];
-#endif
-}
-#endif
-
 /* Four queries against one block: the block's rows are loaded once for all four
  * and the four accumulator chains are independent (the single-query kernel is a
  * chain of D dependent fused multiply-adds, latency-bound). Each lane still sums
@@ -633,29 +611,6 @@ static inline void kern_f32_x4(const float *const q[4], const float *blk, int d,
 #else
     for (int i = 0; i < 4; i++)
         kern_f32(q[i], blk, d, out[i]);
-#endif
-}
-
-static inline void kern_u8_x4(const float *const qs[4], const uint8_t *blk, int d,
-                              const float base[4], float out[4][IX_LANES])
-{
-#if defined(__AVX512F__)
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int t = 0; t < d; t++) {
-        __m128i c = _mm_loadu_si128((const __m128i *)(blk + (size_t)t * IX_LANES));
-        __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c));
-        a0 = _mm512_fmadd_ps(_mm512_set1_ps(qs[0][t]), x, a0);
-        a1 = _mm512_fmadd_ps(_mm512_set1_ps(qs[1][t]), x, a1);
-        a2 = _mm512_fmadd_ps(_mm512_set1_ps(qs[2][t]), x, a2);
-        a3 = _mm512_fmadd_ps(_mm512_set1_ps(qs[3][t]), x, a3);
-    }
-    _mm512_storeu_ps(out[0], _mm512_add_ps(_mm512_set1_ps(base[0]), a0));
-    _mm512_storeu_ps(out[1], _mm512_add_ps(_mm512_set1_ps(base[1]), a1));
-    _mm512_storeu_ps(out[2], _mm512_add_ps(_mm512_set1_ps(base[2]), a2));
-    _mm512_storeu_ps(out[3], _mm512_add_ps(_mm512_set1_ps(base[3]), a3));
-#else
-    for (int i = 0; i < 4; i++)
-        kern_u8(qs[i], blk, d, base[i], out[i]);
 #endif
 }
 
@@ -683,10 +638,8 @@ static inline void kern_f32_4blk(const float *q, const float *blk, int d, float 
 #endif
 }
 
-/* Probe score of every list for query q: dots [L rounded up to LANES] gets
- * q . c~ of every centroid (the blocked kernel, so the values do not depend on
- * which other queries are searched with q), ps [L] the probe scores. */
-static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *ps)
+/* Probe scores ps [L] of query q from its centroid dot products dots. */
+static void probe_finish(const MrIndex *ix, const float *q, const float *dots, float *ps)
 {
     int d = ix->d;
     int64_t L = ix->nlist;
@@ -694,11 +647,6 @@ static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *
     for (int t = 0; t < d; t++)
         qn += (double)q[t] * q[t];
     qn = sqrt(qn);
-    int64_t nb = (L + IX_LANES - 1) / IX_LANES, b = 0;
-    for (; b + 4 <= nb; b += 4)
-        kern_f32_4blk(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
-    for (; b < nb; b++)
-        kern_f32(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
     /* q' = M q / |q|: scaling q does not change the item order, but it fixes the
      * balance between q.c~ and the bias; a zero or non-finite q gets scale 1. */
     float alpha = qn > 0 && isfinite(qn) ? (float)(ix->aug_norm / qn) : 1.0f;
@@ -706,10 +654,42 @@ static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *
         ps[j] = alpha * dots[j] + ix->probe_bias[j];
 }
 
+/* Probe score of every list for query q: dots [L rounded up to LANES] gets
+ * q . c~ of every centroid (the blocked kernel, so the values do not depend on
+ * which other queries are searched with q), ps [L] the probe scores. */
+static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *ps)
+{
+    int d = ix->d;
+    int64_t L = ix->nlist;
+    int64_t nb = (L + IX_LANES - 1) / IX_LANES, b = 0;
+    for (; b + 4 <= nb; b += 4)
+        kern_f32_4blk(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
+    for (; b < nb; b++)
+        kern_f32(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, dots + b * IX_LANES);
+    probe_finish(ix, q, dots, ps);
+}
+
+/* The centroid dot products of four queries at once (dots[u], as probe_scores
+ * computes them: every lane is the same chain, so the values are bit-identical to
+ * one query at a time). Each centroid block is read once for the four: the
+ * centroids (L x D floats, 194 KiB at 150K items) come from L2, whose bandwidth
+ * bounded the one-query loop. */
+static void probe_dots_x4(const MrIndex *ix, const float *const q[4], float *const dots[4])
+{
+    int d = ix->d;
+    int64_t nb = (ix->nlist + IX_LANES - 1) / IX_LANES;
+    float out[4][IX_LANES];
+    for (int64_t b = 0; b < nb; b++) {
+        kern_f32_x4(q, ix->cent_blk + (size_t)b * (size_t)d * IX_LANES, d, out);
+        for (int u = 0; u < 4; u++)
+            memcpy(dots[u] + b * IX_LANES, out[u], sizeof out[u]);
+    }
+}
+
 /* Per-thread buffers of the search; qmax = the most queries one thread takes from
  * a block. */
 typedef struct IvfScratch {
-    float *dots;    /* [L rounded up to LANES] q . c~ of one query */
+    float *dots;    /* [4 x (L rounded up to LANES)] q . c~ of four queries */
     float *ps;      /* [L] its probe scores */
     uint32_t *key;  /* [L] bins / sortable keys of the probe scores */
     int64_t *tie;   /* [L] select_top scratch */
@@ -723,8 +703,9 @@ typedef struct IvfScratch {
     int64_t *hi;    /* [qmax x cap] */
     float *fs;      /* [k] final heap of the rescoring */
     int64_t *fi;
-    float *qs;     /* [qmax x D] q * code_scale (quantized) */
-    float *qoff;   /* [qmax] q . code_offset (quantized) */
+    int8_t *qi;    /* [qmax x 4 ceil(D/4)] int8 queries of the kernel (quantized) */
+    float *qstep;  /* [qmax] their steps */
+    float *qoff;   /* [qmax] q . code_offset + rounding correction (quantized) */
     int64_t *icnt; /* [L + 1] inverted: offsets of each list's queries */
     int64_t *iq;   /* [qmax x nprobe] inverted: queries by list */
     float *idot;   /* [qmax x nprobe] inverted: their q . c~ */
@@ -865,7 +846,10 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
     float scale = 255.0f / (mx - mn);
     if (!finite || !(scale < INFINITY) || !(scale > 0))
         return radix_select(s, L, m, w->key, out);
-    int64_t cnt[256] = {0};
+    /* four histograms, summed after: neighbouring values often share a bin, and
+     * one table would chain every increment on the previous one's store */
+    int32_t cnt4[4][256];
+    memset(cnt4, 0, sizeof cnt4);
     j0 = 0;
 #if defined(__AVX512F__)
     /* the same operations as the scalar loop, 16 at a time (truncation of a
@@ -876,29 +860,61 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
         __m512i b = _mm512_min_epi32(_mm512_cvttps_epi32(v), _mm512_set1_epi32(255));
         _mm512_storeu_si512(w->key + j0, b);
     }
-    for (int64_t j = 0; j < j0; j++)
-        cnt[w->key[j]]++;
 #endif
     for (int64_t j = j0; j < L; j++) {
         int b = (int)((s[j] - mn) * scale);
         b = b > 255 ? 255 : b;
         w->key[j] = (uint32_t)b;
-        cnt[b]++;
     }
+    int64_t j4 = 0;
+    for (; j4 + 4 <= L; j4 += 4) {
+        cnt4[0][w->key[j4]]++;
+        cnt4[1][w->key[j4 + 1]]++;
+        cnt4[2][w->key[j4 + 2]]++;
+        cnt4[3][w->key[j4 + 3]]++;
+    }
+    for (; j4 < L; j4++)
+        cnt4[0][w->key[j4]]++;
     int b = 255;
-    int64_t need = m;
-    while (cnt[b] < need) {
-        need -= cnt[b];
+    int64_t need = m, cb;
+    while ((cb = (int64_t)cnt4[0][b] + cnt4[1][b] + cnt4[2][b] + cnt4[3][b]) < need) {
+        need -= cb;
         b--;
     }
-    int64_t n = 0, nt = 0;
-    for (int64_t j = 0; j < L; j++) {
-        if (w->key[j] > (uint32_t)b)
-            out[n++] = j;
-        else if (w->key[j] == (uint32_t)b) {
-            w->tie[nt] = j;
-            w->ts[nt++] = s[j];
+    /* branch-free: every index is written, the counters advance on a match (the
+     * outcome of these comparisons is unpredictable, about m of L are taken) */
+    int64_t n = 0, nt = 0, jc = 0;
+#if defined(__AVX512F__)
+    /* the same, 16 at a time: compress the indices (as two halves of 8 int64) and
+     * the tie scores of the lanes that match */
+    __m512i vb = _mm512_set1_epi32(b), lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    for (; jc + 16 <= L; jc += 16) {
+        __m512i kv = _mm512_loadu_si512(w->key + jc);
+        __mmask16 gt = _mm512_cmpgt_epu32_mask(kv, vb), eq = _mm512_cmpeq_epu32_mask(kv, vb);
+        __m512i i0 = _mm512_add_epi64(lane, _mm512_set1_epi64(jc)),
+                i1 = _mm512_add_epi64(i0, _mm512_set1_epi64(8));
+        if (gt) {
+            _mm512_mask_compressstoreu_epi64(out + n, (__mmask8)gt, i0);
+            n += __builtin_popcount(gt & 0xffu);
+            _mm512_mask_compressstoreu_epi64(out + n, (__mmask8)(gt >> 8), i1);
+            n += __builtin_popcount(gt >> 8);
         }
+        if (eq) {
+            _mm512_mask_compressstoreu_ps(w->ts + nt, eq, _mm512_loadu_ps(s + jc));
+            _mm512_mask_compressstoreu_epi64(w->tie + nt, (__mmask8)eq, i0);
+            nt += __builtin_popcount(eq & 0xffu);
+            _mm512_mask_compressstoreu_epi64(w->tie + nt, (__mmask8)(eq >> 8), i1);
+            nt += __builtin_popcount(eq >> 8);
+        }
+    }
+#endif
+    for (int64_t j = jc; j < L; j++) {
+        uint32_t kj = w->key[j];
+        out[n] = j;
+        n += kj > (uint32_t)b;
+        w->tie[nt] = j;
+        w->ts[nt] = s[j];
+        nt += kj == (uint32_t)b;
     }
     if (need == nt) {
         for (int64_t t = 0; t < nt; t++)
@@ -914,14 +930,15 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
 
 /* The lists query r probes: the nprobe best probe scores (ties: lower list),
  * with their q . c~. */
-static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, int64_t *probe, float *pdot)
+static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, const float *dots,
+                             int64_t *probe, float *pdot)
 {
     const MrIndex *ix = c->ix;
-    probe_scores(ix, c->Q + r * ix->d, w->dots, w->ps);
+    probe_finish(ix, c->Q + r * ix->d, dots, w->ps);
     SelScr ss = {w->key, w->tie, w->ts, w->tout};
     int64_t np = select_top(w->ps, ix->nlist, c->nprobe, &ss, probe);
     for (int64_t p = 0; p < np; p++)
-        pdot[p] = w->dots[probe[p]];
+        pdot[p] = dots[probe[p]];
     return np;
 }
 
@@ -973,26 +990,34 @@ static void search_share(void *arg, int tid, int nth)
     const MrIndex *ix = c->ix;
     int d = ix->d;
     int64_t L = ix->nlist, lo = c->qb * tid / nth, hi = c->qb * (tid + 1) / nth, m = hi - lo;
+    int g4 = 4 * ix_sq8_groups(d);
     if (m <= 0)
         return;
     for (int64_t j = 0; j <= L; j++)
         w->icnt[j] = 0;
+    int64_t Lr = (L + IX_LANES - 1) / IX_LANES * IX_LANES;
     for (int64_t r = lo; r < hi; r++) {
-        int64_t a = r - lo;
-        w->nprb[a] = select_probes(c, w, r, w->probe + a * c->nprobe, w->pdot + a * c->nprobe);
+        int64_t a = r - lo, u4 = a % 4;
+        if (u4 == 0) {
+            /* centroid dot products of this query and the next three */
+            const float *qv[4];
+            float *dv[4];
+            for (int u = 0; u < 4; u++) {
+                int64_t ru = r + u < hi ? r + u : hi - 1; /* a short tail repeats its last */
+                qv[u] = c->Q + ru * d;
+                dv[u] = w->dots + (ru - r) * Lr;
+            }
+            probe_dots_x4(ix, qv, dv);
+        }
+        w->nprb[a] = select_probes(c, w, r, w->dots + u4 * Lr, w->probe + a * c->nprobe,
+                                   w->pdot + a * c->nprobe);
         for (int64_t p = 0; p < w->nprb[a]; p++)
             w->icnt[w->probe[a * c->nprobe + p] + 1]++;
         ix_top_init(&w->tops[a], w->hs + a * ix_top_slots(c->cap), w->hi + a * ix_top_slots(c->cap),
                     c->cap);
-        if (ix->p.quantize) {
-            const float *q = c->Q + r * d;
-            float qoff = 0;
-            for (int t = 0; t < d; t++) {
-                w->qs[a * d + t] = q[t] * ix->code_scale[t];
-                qoff = IX_MADD(q[t], ix->code_offset[t], qoff);
-            }
-            w->qoff[a] = qoff;
-        }
+        if (ix->p.quantize)
+            ix_sq8_query(c->Q + r * d, ix->code_scale, ix->code_offset, ix->code_mean, d,
+                         w->qi + a * g4, &w->qstep[a], &w->qoff[a]);
     }
     for (int64_t j = 0; j < L; j++)
         w->icnt[j + 1] += w->icnt[j];
@@ -1013,22 +1038,27 @@ static void search_share(void *arg, int tid, int nth)
             int64_t pos = p0 + (b - ix->list_blk[l]) * IX_LANES;
             int valid = p1 - pos < IX_LANES ? (int)(p1 - pos) : IX_LANES;
             unsigned vmask = (1u << valid) - 1u; /* padding lanes never count */
-            const size_t off = (size_t)b * (size_t)d * IX_LANES;
             for (int64_t j = e0; j < e1; j += 4) {
                 /* four queries at a time; a short tail repeats its last query,
                  * whose extra copies are not offered */
                 int nj = e1 - j < 4 ? (int)(e1 - j) : 4;
-                const float *qv[4];
-                float base[4];
-                for (int u = 0; u < 4; u++) {
-                    int64_t ju = j + (u < nj ? u : nj - 1), a = w->iq[ju];
-                    qv[u] = ix->p.quantize ? w->qs + a * d : c->Q + (lo + a) * d;
-                    base[u] = ix->p.quantize ? w->idot[ju] + w->qoff[a] : 0.0f;
+                if (ix->p.quantize) {
+                    const int8_t *qv[IX_SQ8_Q];
+                    float step[IX_SQ8_Q], base[IX_SQ8_Q];
+                    for (int u = 0; u < IX_SQ8_Q; u++) {
+                        int64_t ju = j + (u < nj ? u : nj - 1), a = w->iq[ju];
+                        qv[u] = w->qi + a * g4;
+                        step[u] = w->qstep[a];
+                        base[u] = w->idot[ju] + w->qoff[a];
+                    }
+                    ix_sq8_scores(qv, ix->codes + (size_t)b * ix_sq8_block_bytes(d), d, step, base,
+                                  sc);
+                } else {
+                    const float *qv[4];
+                    for (int u = 0; u < 4; u++)
+                        qv[u] = c->Q + (lo + w->iq[j + (u < nj ? u : nj - 1)]) * d;
+                    kern_f32_x4(qv, ix->list_emb + (size_t)b * (size_t)d * IX_LANES, d, sc);
                 }
-                if (ix->p.quantize)
-                    kern_u8_x4(qv, ix->codes + off, d, base, sc);
-                else
-                    kern_f32_x4(qv, ix->list_emb + off, d, sc);
                 for (int u = 0; u < nj; u++) {
                     int64_t a = w->iq[j + u], qg = c->q0 + lo + a;
                     IxTop *h = &w->tops[a];
@@ -1080,7 +1110,8 @@ static void scratch_free(IvfScratch *w)
     free(w->hi);
     free(w->fs);
     free(w->fi);
-    free(w->qs);
+    free(w->qi);
+    free(w->qstep);
     free(w->qoff);
     free(w->icnt);
     free(w->iq);
@@ -1098,7 +1129,7 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         nprobe = L;
     int64_t cap = kk;
     if (ix->p.quantize) {
-        cap = ix->p.rescore > 0 ? ix->p.rescore : 10 * kk;
+        cap = ix->p.rescore > 0 ? ix->p.rescore : 2 * kk;
         cap = cap < kk ? kk : cap > n ? n : cap;
     }
     /* Query block: big enough that a list is probed by many queries of a thread's
@@ -1121,7 +1152,7 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
     }
     for (int t = 0; t < nth; t++) {
         IvfScratch *w = &scr[t];
-        w->dots = malloc((size_t)Lr * sizeof *w->dots);
+        w->dots = malloc((size_t)(4 * Lr) * sizeof *w->dots);
         w->pdot = malloc((size_t)(qmax * nprobe) * sizeof *w->pdot);
         w->idot = malloc((size_t)(qmax * nprobe) * sizeof *w->idot);
         w->ps = malloc((size_t)L * sizeof *w->ps);
@@ -1136,13 +1167,14 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->hi = malloc((size_t)(qmax * ix_top_slots(cap)) * sizeof *w->hi);
         w->fs = malloc((size_t)kk * sizeof *w->fs);
         w->fi = malloc((size_t)kk * sizeof *w->fi);
-        w->qs = malloc((size_t)(qmax * d) * sizeof *w->qs);
+        w->qi = malloc((size_t)(qmax * 4 * ix_sq8_groups(d)));
+        w->qstep = malloc((size_t)qmax * sizeof *w->qstep);
         w->qoff = malloc((size_t)qmax * sizeof *w->qoff);
         w->icnt = malloc((size_t)(L + 1) * sizeof *w->icnt);
         w->iq = malloc((size_t)(qmax * nprobe) * sizeof *w->iq);
         if (!w->dots || !w->pdot || !w->idot || !w->ps || !w->key || !w->tie || !w->ts ||
             !w->tout || !w->probe || !w->nprb || !w->tops || !w->hs || !w->hi || !w->fs || !w->fi ||
-            !w->qs || !w->qoff || !w->icnt || !w->iq) {
+            !w->qi || !w->qstep || !w->qoff || !w->icnt || !w->iq) {
             rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
             goto out;
         }
