@@ -38,7 +38,15 @@ wait_step() {
 
 rl_launch run 2 $SYN --set checkpoint.every_steps=1 --resume auto
 wait_step 3 || bad "job A made no progress"
-a0=$(cat /proc/"$LPID"/task/*/children | tr " " "\n" | grep . | sort -n | head -1) # rank 0: the first child mpirun started
+# rank 0 of job A: the child of mpirun whose environment says OMPI_COMM_WORLD_RANK=0
+# (not the lowest pid: under load or after pid wrap-around that need not be rank 0)
+a0=
+for c in $(cat /proc/"$LPID"/task/*/children); do
+    if tr '\0' '\n' < /proc/"$c"/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0"; then
+        a0=$c
+    fi
+done
+[ -n "$a0" ] || bad "cannot find rank 0 of job A among the children of mpirun $LPID"
 cfg_before=$(md5sum < "$T/run/config.json")
 for np in 2 1; do
     start=$SECONDS
