@@ -524,8 +524,7 @@ static void test_digest_multiblock(void)
         CU_ASSERT(rep.ok);
         mr_ckpt_report_free(&rep);
         MrCkptReader *r = NULL;
-        CU_ASSERT_EQUAL_FATAL(mr_ckpt_open(&r, c, path, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e),
-                              MR_OK);
+        CU_ASSERT_EQUAL_FATAL(mr_ckpt_open(&r, c, path, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e), MR_OK);
         CU_ASSERT_EQUAL(mr_ckpt_verify(r, &e), MR_OK);
         mr_ckpt_close(&r);
         mr_comm_barrier(c, &e);

@@ -1122,9 +1122,9 @@ static int check_and_digest(MrCkptWriter *w, int fd, int64_t size, const int64_t
     int *owner = malloc((size_t)(nb > 0 ? nb : 1) * sizeof *owner);
     unsigned char *done = calloc((size_t)(nb > 0 ? nb : 1), 1);
     unsigned char *buf = malloc((size_t)CK_DIGEST_BLOCK);
-    int rc = owner && done && buf ? MR_OK
-                                  : mr_err_set(e, MR_ENOMEM, "out of memory checking %s",
-                                               w->tmp_path);
+    int rc = owner && done && buf
+                 ? MR_OK
+                 : mr_err_set(e, MR_ENOMEM, "out of memory checking %s", w->tmp_path);
     *sum = 0;
     if (!rc)
         block_owners(ranges, counts, w->size, nb, owner);
@@ -1186,7 +1186,8 @@ static int check_and_digest(MrCkptWriter *w, int fd, int64_t size, const int64_t
     for (int64_t k = 0; k < nb && !rc; k++) {
         if (owner[k] != w->rank || done[k])
             continue;
-        int64_t bs = block_start(k), len = size - bs < CK_DIGEST_BLOCK ? size - bs : CK_DIGEST_BLOCK;
+        int64_t bs = block_start(k),
+                len = size - bs < CK_DIGEST_BLOCK ? size - bs : CK_DIGEST_BLOCK;
         if (read_exact(fd, buf, bs, len) != 0)
             rc = mr_err_set(e, MR_EIO, "cannot read %s at byte %" PRId64 ": %s", w->tmp_path, bs,
                             errno ? strerror(errno) : "the file is too short");
