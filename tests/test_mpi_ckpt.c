@@ -470,6 +470,69 @@ static void test_fault_one_rank(void)
     }
 }
 
+/* The digest computed at commit (one pass: each digest block hashed by the rank
+ * that wrote its first byte, the rest round-robin) equals the serial digest of
+ * the file (inspect) and the parallel one of the reader, for a file of several
+ * 1 MiB digest blocks whose rows (28 bytes) and slabs never line up with the
+ * blocks: strided rows (windows), rows held by rank 0 alone (slabs), and
+ * contiguous ranges, with default and with small slabs (dozens of ranges per
+ * rank, many ending inside a block). */
+static void test_digest_multiblock(void)
+{
+    MrComm *c = g_test_comm;
+    int P = c->size, me = c->rank;
+    MrErr e;
+    const char *dir = shared_dir("digest");
+    enum { DR = 150001, DC = 7 };
+    float *all = malloc((size_t)DR * DC * sizeof *all);
+    for (int64_t i = 0; i < (int64_t)DR * DC; i++)
+        all[i] = (float)(i % 1000003) * 0.25f - 7.0f;
+    int64_t n = count_rows(me, P, DR);
+    float *mine = malloc((size_t)(n ? n : 1) * DC * sizeof *mine);
+    for (int64_t k = 0; k < n; k++)
+        memcpy(mine + k * DC, all + (me + k * P) * DC, DC * sizeof *mine);
+    int64_t lo = (int64_t)DR * me / P, hi = (int64_t)DR * (me + 1) / P;
+    const char *slabs[] = {NULL, "300007"};
+    for (int si = 0; si < 2; si++) {
+        if (slabs[si])
+            setenv("MPIREC_CKPT_SLAB", slabs[si], 1);
+        char base[32];
+        snprintf(base, sizeof base, "ckpt-%d", si + 1);
+        MrCkptWriter *w = NULL;
+        int rc = mr_ckpt_writer_open(&w, c, dir, base, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e);
+        if (!rc)
+            rc = mr_ckpt_write_rows(w, "params/strided", MR_F32, DR, DC, me, P, n, mine, &e);
+        if (!rc)
+            rc = mr_ckpt_write_root(w, "params/root", MR_F32, DR, DC, all, &e);
+        if (!rc)
+            rc = mr_ckpt_write_rows(w, "params/ranges", MR_F32, DR, DC, lo, 1, hi - lo,
+                                    all + lo * DC, &e);
+        if (!rc)
+            rc = mr_ckpt_writer_commit(&w, "latest", 3, &e);
+        else
+            mr_ckpt_writer_abort(&w);
+        unsetenv("MPIREC_CKPT_SLAB");
+        if (rc)
+            fprintf(stderr, "\n  [rank %d] %s\n", me, e.msg);
+        CU_ASSERT_EQUAL_FATAL(rc, MR_OK);
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s.h5", dir, base);
+        MrCkptReport rep;
+        CU_ASSERT_EQUAL(mr_ckpt_inspect(path, 1, &rep, &e), MR_OK);
+        CU_ASSERT_EQUAL(rep.digest_status, 1);
+        CU_ASSERT_EQUAL(rep.digest_computed, rep.digest_stored);
+        CU_ASSERT(rep.ok);
+        mr_ckpt_report_free(&rep);
+        MrCkptReader *r = NULL;
+        CU_ASSERT_EQUAL_FATAL(mr_ckpt_open(&r, c, path, MR_CKPT_MAGIC, MR_CKPT_VERSION, &e), MR_OK);
+        CU_ASSERT_EQUAL(mr_ckpt_verify(r, &e), MR_OK);
+        mr_ckpt_close(&r);
+        mr_comm_barrier(c, &e);
+    }
+    free(all);
+    free(mine);
+}
+
 /* A really full disk: rank 0 mounts a 12 MiB tmpfs; a 16 MiB table, sharded and
  * then held by rank 0 alone, fails on every rank with MR_EIO before any of it is
  * written (the space reservation: otherwise Open MPI 4.1's collective write loses
@@ -542,6 +605,7 @@ int add_suite_mpi_ckpt(void)
         !CU_add_test(s, "deflate_sharded", test_deflate_sharded) ||
         !CU_add_test(s, "error_agreement", test_error_agreement) ||
         !CU_add_test(s, "fault_one_rank", test_fault_one_rank) ||
+        !CU_add_test(s, "digest_multiblock", test_digest_multiblock) ||
         !CU_add_test(s, "disk_full", test_disk_full))
         return -1;
     return 0;

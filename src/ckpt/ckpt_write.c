@@ -13,6 +13,11 @@
  * per rank, so no MPI count nears 2^31 and temporaries stay small. Deflate
  * (optional) needs collective transfers in HDF5 1.10 and gets them.
  *
+ * Each contiguous range written is handed to writeback at once
+ * (sync_file_range(SYNC_FILE_RANGE_WRITE) on a read-only fd every rank keeps),
+ * so the device writes while later windows are exchanged and the final fsync
+ * finds little left.
+ *
  * Checksums are computed from the caller's memory (rows hashed by whoever holds
  * them, summed with one allreduce) and stored as the dataset's "checksum"
  * attribute. After every collective step the ranks agree on the outcome
@@ -28,13 +33,16 @@
  * close (reserve_space): a full disk fails there, cleanly, on every rank; an
  * abandoned file is truncated to nothing before its collective close (discard);
  * (2) with P > 1, every rank reads back the ranges it wrote after the close and
- * compares them with a hash taken while writing (verify_regions).
+ * compares them with a hash taken while writing (check_and_digest).
  *
- * Commit order: reserve, close collectively, read-back check, hash each rank's
- * share of the body for the digest, fsync (every rank: each node flushes its own
- * pages), rank 0 writes the header, renames .tmp -> .h5, fsyncs the directory,
- * replaces `latest` atomically and rotates. Until the rename nothing a reader
- * looks at has changed.
+ * Commit order: reserve, close collectively, one pass per rank that reads back
+ * and checks what it wrote and hashes its share of the digest blocks (a block
+ * goes to the rank that wrote its first byte, so each byte is read and hashed
+ * once: the read-back hash is cut at the digest grid, and a whole block's hash
+ * serves both), fsync (every rank: each node flushes its own pages), rank 0
+ * writes the header, renames .tmp -> .h5, fsyncs the directory, replaces
+ * `latest` atomically and rotates. Until the rename nothing a reader looks at
+ * has changed.
  *
  * Not here: what to write (train/), reading (ckpt_read.c), directories (ckpt_dir.c).
  */
@@ -43,6 +51,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/falloc.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -72,13 +81,33 @@ typedef struct Region {
     uint64_t hash; /* region_hash of the bytes written */
 } Region;
 
-/* Pieces of the read-back hash: small enough to stay in cache on both sides. */
-#define CK_PIECE ((int64_t)1 << 20)
-
-static uint64_t region_hash(uint64_t h, const unsigned char *p, int64_t len)
+/* Start (file offset) of digest block k: the body after the user block, cut
+ * into CK_DIGEST_BLOCK pieces (ckpt_common.c). */
+static int64_t block_start(int64_t k)
 {
-    for (int64_t o = 0; o < len; o += CK_PIECE)
-        h = mr_mix(h, ck_block_hash(p + o, (size_t)(len - o < CK_PIECE ? len - o : CK_PIECE)));
+    return MR_CKPT_USERBLOCK + k * CK_DIGEST_BLOCK;
+}
+
+/* Digest block holding byte `off` (off >= MR_CKPT_USERBLOCK). */
+static int64_t block_of(int64_t off)
+{
+    return (off - MR_CKPT_USERBLOCK) / CK_DIGEST_BLOCK;
+}
+
+/* Read-back hash of the bytes p[0, len) written at file offset off: a fold of
+ * ck_block_hash over the pieces the digest blocks cut the range into. Cutting
+ * at the digest grid (not at the range's start) makes the hash of a piece that
+ * fills a whole block the block's digest hash: the commit reads and hashes
+ * such a block once for both (check_and_digest). */
+static uint64_t region_hash(const unsigned char *p, int64_t off, int64_t len)
+{
+    uint64_t h = 0;
+    for (int64_t o = 0; o < len;) {
+        int64_t end = block_start(block_of(off + o) + 1) - off;
+        int64_t n = (end < len ? end : len) - o;
+        h = mr_mix(h, ck_block_hash(p + o, (size_t)n));
+        o += n;
+    }
     return h;
 }
 
@@ -106,6 +135,7 @@ struct MrCkptWriter {
     int64_t reserved;           /* rank 0: bytes reserved so far */
     int64_t alloc_end;          /* end of the space of the datasets created so far */
     CkBuf xblock, xrecv, xseen; /* write_windowed's buffers, kept for the writer's life */
+    int sync_fd;                /* every rank: read-only fd of the .tmp to start writeback; -1 */
 };
 
 /* Space reserved beyond HDF5's end of allocation for the metadata it still
@@ -220,7 +250,9 @@ static void discard(MrCkptWriter *w)
     close_file(w);
     if (w->res_fd >= 0)
         close(w->res_fd);
-    w->res_fd = -1;
+    if (w->sync_fd >= 0)
+        close(w->sync_fd);
+    w->res_fd = w->sync_fd = -1;
     if (w->rank == 0)
         unlink(w->tmp_path);
 }
@@ -281,6 +313,8 @@ static void free_writer(MrCkptWriter *w)
     if (w) {
         if (w->res_fd >= 0)
             close(w->res_fd);
+        if (w->sync_fd >= 0)
+            close(w->sync_fd);
         free(w->written);
         free(w->regions);
         ck_buf_free(&w->xblock);
@@ -308,7 +342,7 @@ int mr_ckpt_writer_open(MrCkptWriter **wp, MrComm *comm, const char *dir, const 
         w->size = comm ? comm->size : 1;
         w->mpiio = w->size > 1;
         w->file = w->dxpl = w->dxpl_ind = H5I_INVALID_HID;
-        w->res_fd = -1;
+        w->res_fd = w->sync_fd = -1;
         snprintf(w->magic, sizeof w->magic, "%s", magic);
         snprintf(w->base, sizeof w->base, "%s", basename);
         if (snprintf(w->dir, sizeof w->dir, "%s", dir) >= (int)sizeof w->dir)
@@ -354,6 +388,9 @@ int mr_ckpt_writer_open(MrCkptWriter **wp, MrComm *comm, const char *dir, const 
         H5Pclose(fcpl);
     if (!rc && w->rank == 0)
         w->res_fd = open(w->tmp_path, O_WRONLY | O_CLOEXEC);
+    /* Advisory: without it, writeback simply starts at commit. */
+    if (!rc)
+        w->sync_fd = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
     if ((rc = ck_agree(comm, rc, e))) {
         discard(w);
         free(w);
@@ -542,6 +579,14 @@ static int write_sel(const Sel *s, int64_t r0, int64_t stride, int64_t cnt, cons
                         "MPIREC_FAULT_INJECT=%s)",
                         w->tmp_path, s->path, strerror(EIO), w->fault.text);
     w->bytes_written += nbytes;
+    /* Start writing back what just reached the page cache, so the device works
+     * while the next windows are exchanged and written and fsync at commit finds
+     * little left (advisory: fsync reports real errors). */
+    if (!rc && w->sync_fd >= 0 && s->addr >= 0 && (stride == 1 || cnt == 1) && nbytes > 0 &&
+        sync_file_range(w->sync_fd, (off_t)(s->addr + r0 * (int64_t)s->rb), (off_t)nbytes,
+                        SYNC_FILE_RANGE_WRITE) != 0) {
+        /* e.g. unsupported by the file system: writeback starts at commit */
+    }
     if (!rc && w->mpiio && cnt > 0) {
         if (s->addr >= 0 && (stride == 1 || cnt == 1)) {
             if (w->nregions == w->capregions) {
@@ -557,7 +602,7 @@ static int write_sel(const Sel *s, int64_t r0, int64_t stride, int64_t cnt, cons
                 snprintf(g->path, sizeof g->path, "%s", s->path);
                 g->off = s->addr + r0 * (int64_t)s->rb;
                 g->len = nbytes;
-                g->hash = region_hash(0, buf, nbytes);
+                g->hash = region_hash(buf, g->off, nbytes);
             } else {
                 rc = mr_err_set(e, MR_ENOMEM, "out of memory writing %s", s->path);
             }
@@ -649,6 +694,11 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
     *cs = 0;
     const unsigned char *p = data;
     double t_x = 0, t_w = 0, t0;
+    /* What a rank sends or receives in one window is part of the window's Wn * rb
+     * bytes (coverage checked above): below 2 GiB, the exchange skips the
+     * agreement on the large-message path, one synchronisation less per window
+     * (every rank takes the same branch: Wn and rb are the same everywhere). */
+    int small = Wn * (int64_t)rb <= (int64_t)INT_MAX;
     int lrc = MR_OK; /* local failure, agreed at the end (independent transfers) */
     for (int64_t a = 0; a < rows; a += Wn) {
         int64_t b = a + Wn < rows ? a + Wn : rows, ta, tb, k0, K0 = 0;
@@ -668,8 +718,10 @@ static int write_windowed(const Sel *s, int64_t rows, const Prog *prog, const vo
         for (int q = 0; q < P; q++)
             rbytes[q] = prog_range(&prog[q], ta, tb, &k0) * (int64_t)rb;
         t0 = mr_comm_wtime();
-        rc = mr_comm_alltoallv(w->comm, first_send ? NULL : p + (size_t)K0 * rb, sb, recv, rbytes,
-                               e);
+        rc = small ? mr_comm_alltoallv_small(w->comm, first_send ? NULL : p + (size_t)K0 * rb, sb,
+                                             recv, rbytes, e)
+                   : mr_comm_alltoallv(w->comm, first_send ? NULL : p + (size_t)K0 * rb, sb, recv,
+                                       rbytes, e);
         t_x += mr_comm_wtime() - t0;
         if (rc)
             break;
@@ -1006,39 +1058,120 @@ static int stage_fault(MrCkptWriter *w, int stage, const char *what, MrErr *e)
                       w->tmp_path, strerror(EIO), w->fault.commit_text);
 }
 
-/* Every rank: read back exactly the rows it wrote, from the closed file, and
- * compare with the hash taken from its memory while writing. MPI-IO can lose a
- * collective write without an error (Open MPI 4.1's OMPIO does so on a full
- * disk when the data go through another rank's aggregation), so nothing is
- * renamed into place before every byte has been seen where it belongs. */
-static int verify_regions(MrCkptWriter *w, MrErr *e)
+/* pread exactly len bytes at off into buf. -1 with errno (0: end of file). */
+static int read_exact(int fd, unsigned char *buf, int64_t off, int64_t len)
 {
-    if (w->nregions == 0)
-        return MR_OK;
-    int fd = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return mr_err_set(e, MR_EIO, "cannot reopen %s to check what reached it: %s", w->tmp_path,
-                          strerror(errno));
-    unsigned char *buf = malloc((size_t)CK_PIECE);
-    int rc = buf ? MR_OK : mr_err_set(e, MR_ENOMEM, "out of memory checking %s", w->tmp_path);
+    for (int64_t got = 0; got < len;) {
+        ssize_t r = pread(fd, buf + got, (size_t)(len - got), (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0)
+                errno = 0;
+            return -1;
+        }
+        got += r;
+    }
+    return 0;
+}
+
+/* Which rank hashes digest block k, for every k < nb: the rank that wrote the
+ * block's first byte (the lowest such rank, should ranges ever overlap), so the
+ * block is read once, by a rank that reads it back anyway; blocks that start in
+ * bytes no rank wrote through a region (HDF5 metadata, chunked data, padding)
+ * go round-robin to the ranks. The same rule on the same gathered ranges: every
+ * rank computes the same owners. */
+static void block_owners(const int64_t *ranges, const int64_t *counts, int P, int64_t nb,
+                         int *owner)
+{
+    for (int64_t k = 0; k < nb; k++)
+        owner[k] = -1;
+    const int64_t *g = ranges;
+    for (int q = 0; q < P; q++) {
+        for (int64_t i = 0; i < counts[q]; i++, g += 2) {
+            int64_t off = g[0], end = g[0] + g[1];
+            if (g[1] <= 0 || off < MR_CKPT_USERBLOCK)
+                continue;
+            /* First block starting at or after off, through the last starting before end. */
+            for (int64_t k = block_of(off + CK_DIGEST_BLOCK - 1); k < nb && block_start(k) < end;
+                 k++)
+                if (owner[k] < 0)
+                    owner[k] = q;
+        }
+    }
+    int64_t j = 0;
+    for (int64_t k = 0; k < nb; k++)
+        if (owner[k] < 0)
+            owner[k] = (int)(j++ % P);
+}
+
+/* Every rank, one pass over the closed file: read back exactly the bytes it
+ * wrote and compare them with the hash taken from its memory while writing
+ * (region_hash), and hash its share of the digest blocks (block_owners). A block
+ * this rank owns is read whole once and hashed once when a region covers it;
+ * only the pieces of blocks at the edges of its ranges are hashed twice. MPI-IO
+ * can lose a write without an error (Open MPI 4.1's OMPIO does so on a full
+ * disk when the data go through another rank's aggregation), so nothing is
+ * renamed into place before every byte has been seen where it belongs. *sum:
+ * this rank's part of the digest (summed over the ranks, the file's digest, as
+ * ck_digest_file computes it). The local result, not agreed. */
+static int check_and_digest(MrCkptWriter *w, int fd, int64_t size, const int64_t *ranges,
+                            const int64_t *counts, uint64_t *sum, MrErr *e)
+{
+    int64_t nb = (size - MR_CKPT_USERBLOCK + CK_DIGEST_BLOCK - 1) / CK_DIGEST_BLOCK;
+    int *owner = malloc((size_t)(nb > 0 ? nb : 1) * sizeof *owner);
+    unsigned char *done = calloc((size_t)(nb > 0 ? nb : 1), 1);
+    unsigned char *buf = malloc((size_t)CK_DIGEST_BLOCK);
+    int rc = owner && done && buf
+                 ? MR_OK
+                 : mr_err_set(e, MR_ENOMEM, "out of memory checking %s", w->tmp_path);
+    *sum = 0;
+    if (!rc)
+        block_owners(ranges, counts, w->size, nb, owner);
+    int64_t cur = -1; /* block held whole in buf, hashed as cur_hash */
+    uint64_t cur_hash = 0;
     for (int64_t i = 0; i < w->nregions && !rc; i++) {
         const Region *g = &w->regions[i];
+        int64_t pos = g->off, end = g->off + g->len;
         uint64_t h = 0;
-        for (int64_t o = 0; o < g->len && !rc; o += CK_PIECE) {
-            int64_t n = g->len - o < CK_PIECE ? g->len - o : CK_PIECE, got = 0;
-            while (got < n) {
-                ssize_t r = pread(fd, buf + got, (size_t)(n - got), (off_t)(g->off + o + got));
-                if (r < 0 && errno == EINTR)
-                    continue;
-                if (r <= 0) {
+        while (pos < end && !rc) {
+            int64_t k = block_of(pos), bs = block_start(k);
+            int64_t be = bs + CK_DIGEST_BLOCK < size ? bs + CK_DIGEST_BLOCK : size;
+            int64_t pe = end < bs + CK_DIGEST_BLOCK ? end : bs + CK_DIGEST_BLOCK;
+            uint64_t ph;
+            if (pe > be || k >= nb) {
+                rc = mr_err_set(e, MR_EIO, "%s: cannot read back dataset %s: %s", w->tmp_path,
+                                g->path, "the file is too short");
+                break;
+            }
+            if (owner[k] == w->rank) {
+                if (cur != k) {
+                    if (read_exact(fd, buf, bs, be - bs) != 0) {
+                        rc = mr_err_set(e, MR_EIO, "%s: cannot read back dataset %s: %s",
+                                        w->tmp_path, g->path,
+                                        errno ? strerror(errno) : "the file is too short");
+                        break;
+                    }
+                    cur = k;
+                    cur_hash = ck_block_hash(buf, (size_t)(be - bs));
+                    if (!done[k])
+                        *sum += mr_mix((uint64_t)k, cur_hash);
+                    done[k] = 1;
+                }
+                ph = pos == bs && pe == be ? cur_hash
+                                           : ck_block_hash(buf + (pos - bs), (size_t)(pe - pos));
+            } else {
+                /* The edge of a block another rank hashes for the digest. */
+                if (read_exact(fd, buf, pos, pe - pos) != 0) {
                     rc = mr_err_set(e, MR_EIO, "%s: cannot read back dataset %s: %s", w->tmp_path,
-                                    g->path, r < 0 ? strerror(errno) : "the file is too short");
+                                    g->path, errno ? strerror(errno) : "the file is too short");
                     break;
                 }
-                got += r;
+                cur = -1;
+                ph = ck_block_hash(buf, (size_t)(pe - pos));
             }
-            if (!rc)
-                h = mr_mix(h, ck_block_hash(buf, (size_t)n));
+            h = mr_mix(h, ph);
+            pos = pe;
         }
         if (!rc && h != g->hash) {
             rc = mr_err_set(e, MR_EIO,
@@ -1049,15 +1182,31 @@ static int verify_regions(MrCkptWriter *w, MrErr *e)
             note_free_space(w, e);
         }
     }
+    /* The rest of this rank's blocks: metadata, padding, chunked data. */
+    for (int64_t k = 0; k < nb && !rc; k++) {
+        if (owner[k] != w->rank || done[k])
+            continue;
+        int64_t bs = block_start(k),
+                len = size - bs < CK_DIGEST_BLOCK ? size - bs : CK_DIGEST_BLOCK;
+        if (read_exact(fd, buf, bs, len) != 0)
+            rc = mr_err_set(e, MR_EIO, "cannot read %s at byte %" PRId64 ": %s", w->tmp_path, bs,
+                            errno ? strerror(errno) : "the file is too short");
+        else
+            *sum += mr_mix((uint64_t)k, ck_block_hash(buf, (size_t)len));
+    }
+    free(owner);
+    free(done);
     free(buf);
-    close(fd);
     return rc;
 }
 
+/* Every rank: the read-back check of the chunked (deflated) datasets it holds
+ * rows of, through HDF5 (their bytes have no known place in the file). The
+ * local result, not agreed. */
 static int verify_written(MrCkptWriter *w, MrErr *e)
 {
-    int rc = verify_regions(w, e);
-    if (rc || w->nwritten == 0)
+    int rc = MR_OK;
+    if (w->nwritten == 0)
         return rc;
     hid_t f = H5Fopen(w->tmp_path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (!ck_h5_ok(f))
@@ -1124,14 +1273,18 @@ static int verify_written(MrCkptWriter *w, MrErr *e)
     return rc;
 }
 
-/* Every rank: start writeback, check what it wrote (verify_written), hash its
- * share of the body for the digest, then fsync: the device writes while the CPU
- * reads back and hashes from the page cache, and fsync waits only for the rest.
- * Every rank fsyncs: on a parallel file system each node flushes its own pages. */
+/* Every rank: start writeback, gather the ranges every rank wrote, read back
+ * and check what this rank wrote while hashing its share of the digest blocks
+ * (check_and_digest: each byte read and hashed once), check chunked datasets
+ * (verify_written), then fsync: the device writes while the CPU reads back and
+ * hashes from the page cache, and fsync waits only for the rest. Every rank
+ * fsyncs: on a parallel file system each node flushes its own pages. One
+ * agreement at the end: a rank whose check failed skips its fsync, the others
+ * flush a file that is then discarded. */
 static int check_sync_digest(MrCkptWriter *w, int64_t *size, uint64_t *digest, double *t_check,
                              MrErr *e)
 {
-    int rc = MR_OK;
+    int rc = MR_OK, P = w->size;
     int fd = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     *size = 0;
@@ -1142,15 +1295,7 @@ static int check_sync_digest(MrCkptWriter *w, int64_t *size, uint64_t *digest, d
         /* advisory; fsync below reports real errors */
     }
 #endif
-    if (!rc)
-        rc = verify_written(w, e);
-    if ((rc = ck_agree(w->comm, rc, e))) {
-        if (fd >= 0)
-            close(fd);
-        return rc;
-    }
-    *t_check = mr_comm_wtime();
-    if (fstat(fd, &st) != 0)
+    if (!rc && fstat(fd, &st) != 0)
         rc = mr_err_set(e, MR_EIO, "cannot stat %s: %s", w->tmp_path, strerror(errno));
     if (!rc) {
         *size = (int64_t)st.st_size;
@@ -1158,23 +1303,59 @@ static int check_sync_digest(MrCkptWriter *w, int64_t *size, uint64_t *digest, d
             rc = mr_err_set(e, MR_EIO, "%s has only %" PRId64 " bytes after closing", w->tmp_path,
                             *size);
     }
-    uint64_t sum = 0;
-    if (!rc) {
-        int64_t nb = (*size - MR_CKPT_USERBLOCK + CK_DIGEST_BLOCK - 1) / CK_DIGEST_BLOCK;
-        rc = ck_digest_range(fd, w->tmp_path, *size, nb * w->rank / w->size,
-                             nb * (w->rank + 1) / w->size, &sum, e);
+    /* Every rank's ranges (offset, length), for the owners of the digest blocks. */
+    int64_t n = w->nregions, total = 0;
+    int64_t *counts = malloc((size_t)P * 2 * sizeof *counts), *rbytes = counts ? counts + P : NULL;
+    int64_t *mine = malloc((size_t)(n > 0 ? n : 1) * 2 * sizeof *mine), *ranges = NULL;
+    if (!rc && (!counts || !mine))
+        rc = mr_err_set(e, MR_ENOMEM, "out of memory checking %s", w->tmp_path);
+    if ((rc = ck_agree(w->comm, rc, e)))
+        goto out;
+    if (P > 1)
+        rc = mr_comm_allgather(w->comm, &n, sizeof n, counts, e);
+    else
+        counts[0] = n;
+    for (int q = 0; q < P && !rc; q++) {
+        total += counts[q];
+        rbytes[q] = counts[q] * 2 * (int64_t)sizeof *mine;
     }
+    for (int64_t i = 0; i < n; i++) {
+        mine[2 * i] = w->regions[i].off;
+        mine[2 * i + 1] = w->regions[i].len;
+    }
+    ranges = rc ? NULL : malloc((size_t)(total > 0 ? total : 1) * 2 * sizeof *ranges);
+    if (!rc && !ranges)
+        rc = mr_err_set(e, MR_ENOMEM, "out of memory checking %s", w->tmp_path);
+    if ((rc = ck_agree(w->comm, rc, e)))
+        goto out;
+    if (P > 1)
+        rc = mr_comm_allgatherv(w->comm, mine, (size_t)n * 2 * sizeof *mine, ranges, rbytes, e);
+    else
+        memcpy(ranges, mine, (size_t)n * 2 * sizeof *mine);
+    if ((rc = ck_agree(w->comm, rc, e)))
+        goto out;
+
+    uint64_t sum = 0;
+    rc = check_and_digest(w, fd, *size, ranges, counts, &sum, e);
+    if (!rc)
+        rc = verify_written(w, e);
+    *t_check = mr_comm_wtime();
     if (!rc && fsync(fd) != 0)
         rc = mr_err_set(e, MR_EIO, "cannot fsync %s: %s", w->tmp_path, strerror(errno));
     if (!rc)
         rc = stage_fault(w, CK_STAGE_FSYNC, "cannot fsync", e);
-    close(fd);
     if ((rc = ck_agree(w->comm, rc, e)))
-        return rc;
+        goto out;
     if ((rc = ck_allreduce_u64_sum(w->comm, &sum, e)))
-        return rc;
+        goto out;
     *digest = sum;
-    return MR_OK;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(counts);
+    free(mine);
+    free(ranges);
+    return rc;
 }
 
 static int write_header(MrCkptWriter *w, int64_t size, uint64_t digest, MrErr *e)
@@ -1249,7 +1430,9 @@ int mr_ckpt_writer_commit(MrCkptWriter **wp, const char *latest, int keep, MrErr
     }
     if (w->res_fd >= 0)
         close(w->res_fd);
-    w->res_fd = -1;
+    if (w->sync_fd >= 0)
+        close(w->sync_fd);
+    w->res_fd = w->sync_fd = -1;
     rc = ck_agree(w->comm, rc, e);
     t_close = mr_comm_wtime();
 
@@ -1327,7 +1510,7 @@ int mr_ckpt_writer_commit(MrCkptWriter **wp, const char *latest, int keep, MrErr
         mr_err_prefix(e, "checkpoint %s not committed", w->final_path);
     else if (w->rank == 0)
         mr_log(MR_LOG_DEBUG,
-               "committed %s (%.1f MB): close %.3f s, read-back check %.3f s, digest + fsync "
+               "committed %s (%.1f MB): close %.3f s, read-back check + digest %.3f s, fsync "
                "%.3f s, rename + latest %.3f s",
                w->final_path, (double)size / 1e6, t_close - t0, t_check - t_close, t_sync - t_check,
                mr_comm_wtime() - t_sync);
