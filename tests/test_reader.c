@@ -1091,6 +1091,11 @@ static void test_parse_double(void)
         {"3.141592653589793238462643383279", 3.141592653589793238462643383279},
         {"2.2250738585072014e-308", 2.2250738585072014e-308},
         {"1e-400", 0.0},
+        {"1500000262", 1500000262.0},
+        {"000000000000005", 5.0},
+        {"999999999999999", 999999999999999.0},
+        {"1234567890123456", 1234567890123456.0},
+        {"9007199254740993", 9007199254740992.0}, /* 2^53 + 1 rounds to even */
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         double v = -123;
@@ -1110,6 +1115,22 @@ static void test_parse_double(void)
         CU_ASSERT_EQUAL(v, 42); /* untouched on failure */
         if (!rc)
             fprintf(stderr, "\nmr_parse_double(\"%s\") accepted: %g\n", bad[i], v);
+    }
+    /* Digit strings of every length 1..20 (the integer fast path covers up to 15):
+     * the same double as strtod. */
+    uint64_t st = 7;
+    for (int rep = 0; rep < 2000; rep++) {
+        char d[24];
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        int n = 1 + (int)((st >> 33) % 20);
+        for (int j = 0; j < n; j++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            d[j] = (char)('0' + (st >> 33) % 10);
+        }
+        d[n] = '\0';
+        double got = -1, want = strtod(d, NULL);
+        CU_ASSERT_EQUAL(mr_parse_double(d, (size_t)n, &got), 0);
+        CU_ASSERT_EQUAL(memcmp(&got, &want, sizeof got), 0);
     }
     /* Only `len` bytes are looked at (fields are not NUL-terminated). */
     double v = 0;

@@ -459,6 +459,22 @@ static locale_t c_locale(void)
 
 int mr_parse_double(const char *p, size_t len, double *out)
 {
+    /* Fast path: an unsigned integer of at most 15 digits (ratings, Unix times) is
+     * exact in a double; the same value the general path below gives. */
+    if (len - 1 < 15) {
+        uint64_t m = 0;
+        size_t i = 0;
+        for (; i < len; i++) {
+            unsigned d = (unsigned)(unsigned char)p[i] - '0';
+            if (d > 9)
+                break;
+            m = m * 10 + d;
+        }
+        if (i == len) {
+            *out = (double)m;
+            return MR_OK;
+        }
+    }
     const char *s = p, *e = p + len;
     while (s < e && (*s == ' ' || *s == '\t'))
         s++;
