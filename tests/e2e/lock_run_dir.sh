@@ -18,7 +18,7 @@ rl_init lock_run_dir
 
 "$BIN" gen --out "$T/syn.csv" --users 3000 --items 800 --interactions 20000 --seed 13 > /dev/null
 SYN="--config $SRC/configs/synthetic.json --set data.path=$T/syn.csv --set train.batch_size=256 \
-     --set train.epochs=2 --set train.log_every=10"
+     --set train.epochs=40 --set train.log_every=10" # long enough that job A cannot finish while the refused jobs are checked, on a fast machine
 LOCK=$T/run/checkpoints/mpirec.lock
 
 rl_train ref 2 $SYN
