@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ctest-labels: e2e slurm
-# ctest-timeout: 400
+# ctest-timeout: 600
 # Preemption under a REAL single-node SLURM (22.05, munge; tests/slurm/start.sh
 # in a private state dir under MPIREC_TMP, free ports, CPUs=6 on this node):
 # launch/mpirec.sbatch is submitted twice, as job A (mpirun launcher) and job B
@@ -60,9 +60,10 @@ WATCHDOG=$!
 
 "$BIN" gen --out "$T/syn.csv" --users 3000 --items 800 --interactions 20000 --seed 17 > /dev/null
 CFG=$SRC/configs/synthetic.json
-# 6 epochs of 63 steps: long enough that no job can finish before the preemptions
-# below reach it, even on a fast machine (2 epochs were done in ~13 s on a CI box)
-SETS=(--set data.path="$T/syn.csv" --set train.batch_size=256 --set train.epochs=6
+# 20 epochs of 63 steps: long enough that no job can finish before the preemptions
+# below reach it, even on a fast machine (2 epochs were done in ~13 s on a CI box; on
+# an idle 2-core machine a resumed job ran 250 steps in 3 s, so 6 epochs were not)
+SETS=(--set data.path="$T/syn.csv" --set train.batch_size=256 --set train.epochs=20
       --set train.log_every=20 --set train.progress=plain --set index.build_at_end=false)
 rl_train ref 2 --config "$CFG" "${SETS[@]}"
 rl_expect_rc 0 "uninterrupted reference (P=2, mpirun)" ref
