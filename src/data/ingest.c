@@ -533,12 +533,11 @@ static int count_duplicates(MrComm *c, const uint64_t *hu, const uint64_t *hit, 
         keys[i] = k;
         pos[(bits ? (int64_t)(k >> sh) : 0) + 1]++;
     }
-    for (int q = 0; q < P; q++)
-        for (int64_t g = 0; g < nb; g++)
-            if (dup_owner(g, bits, P) == q) {
-                sn[q] += pos[g + 1] * 8;
-                csn[q] += 8;
-            }
+    for (int64_t g = 0; g < nb; g++) {
+        int64_t q = dup_owner(g, bits, P);
+        sn[q] += pos[g + 1] * 8;
+        csn[q] += 8;
+    }
     for (int64_t g = 0; g < nb; g++)
         pos[g + 1] += pos[g];
     /* The bucket counts for each owner, taken from the prefix sums before the
