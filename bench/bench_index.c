@@ -66,6 +66,7 @@ static double index_bytes(const MrIndex *ix)
         b += n * 8;
     if (ix->nlist > 0) {
         b += L * d * 4 + L * 4 + 2 * (L + 1) * 8 + n * 8; /* centroids, bias, offsets, items */
+        b += L * 8;                                         /* scan_order */
         b += ceil(L / MR_INDEX_LANES) * MR_INDEX_LANES * d * 4; /* cent_blk */
         b += ix->list_emb ? cells * 4 : 0;
         b += ix->codes ? cells + 2 * d * 4 : 0;
