@@ -1188,11 +1188,13 @@ static inline float offer_block(const IvfCtx *c, IxTop *h, const float *v, unsig
 }
 
 /* Phase 3: the list-major scan. Each block of a list is loaded once and scored
- * for every query of the share that probes the list, four queries at a time. */
-static __attribute__((noinline)) void share_scan(const IvfCtx *c, IvfScratch *w, int64_t lo)
+ * for every query of the share that probes the list, four queries at a time.
+ * Inlined once per common dimension (scan_dim below), so that the kernels' loops
+ * over dimensions unroll with d a constant. */
+static inline __attribute__((always_inline)) void share_scan_d(const IvfCtx *c, IvfScratch *w,
+                                                               int64_t lo, const int d)
 {
     const MrIndex *ix = c->ix;
-    int d = ix->d;
     int64_t L = ix->nlist;
     int g4 = 4 * ix_sq8_groups(d);
     float sc[4][IX_LANES];
@@ -1235,6 +1237,16 @@ static __attribute__((noinline)) void share_scan(const IvfCtx *c, IvfScratch *w,
                 }
             }
         }
+    }
+}
+
+static __attribute__((noinline)) void share_scan(const IvfCtx *c, IvfScratch *w, int64_t lo)
+{
+    switch (c->ix->d) {
+    case 16: share_scan_d(c, w, lo, 16); break;
+    case 32: share_scan_d(c, w, lo, 32); break;
+    case 64: share_scan_d(c, w, lo, 64); break;
+    default: share_scan_d(c, w, lo, c->ix->d); break;
     }
 }
 
