@@ -1071,11 +1071,8 @@ static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, const fl
     return np;
 }
 
-/* Exact scores of the candidates in h (random rows of emb) into f. The rows are
- * prefetched first, so their cache misses overlap, then scored 16 at a time with
- * gathered loads; every lane is the same fused multiply-add chain as ix_dot (the
- * scalar fallback), so the scores are the ones the float lists would give. */
-static void rescore(const MrIndex *ix, const float *q, const IxTop *h, IxHeap *f)
+/* Prefetch the rows of emb of the candidates in h (random rows: cache misses). */
+static void rescore_prefetch(const MrIndex *ix, const IxTop *h)
 {
     int d = ix->d;
     for (int64_t j = 0; j < h->n; j++) {
@@ -1083,6 +1080,15 @@ static void rescore(const MrIndex *ix, const float *q, const IxTop *h, IxHeap *f
         for (int64_t at = 0; at < (int64_t)d * 4; at += 64)
             __builtin_prefetch(row + at);
     }
+}
+
+/* Exact scores of the candidates in h (rows prefetched by the caller, a few
+ * queries ahead) into f, 16 at a time with gathered loads; every lane is the
+ * same fused multiply-add chain as ix_dot (the scalar fallback), so the scores
+ * are the ones the float lists would give. */
+static void rescore(const MrIndex *ix, const float *q, const IxTop *h, IxHeap *f)
+{
+    int d = ix->d;
     int64_t j = 0;
 #if defined(__AVX512F__)
     if (ix->n * (int64_t)d < INT32_MAX) { /* 32-bit gather offsets */
@@ -1266,8 +1272,18 @@ static __attribute__((noinline)) void share_finish(const IvfCtx *c, IvfScratch *
             ix_top_drain(h, oi, os, c->k);
             continue;
         }
-        ix_top_compact(h);
-        /* Rescore the best approximate candidates with the float rows. */
+        /* Rescore the best approximate candidates with the float rows. Those of
+         * the next two queries are prefetched now, so that their cache misses
+         * overlap with this query's work. */
+        if (a == 0)
+            for (int64_t u = 0; u < 2 && u < m; u++) {
+                ix_top_compact(&w->tops[u]);
+                rescore_prefetch(ix, &w->tops[u]);
+            }
+        if (a + 2 < m) {
+            ix_top_compact(&w->tops[a + 2]);
+            rescore_prefetch(ix, &w->tops[a + 2]);
+        }
         IxHeap f = {w->fs, w->fi, 0, c->kk};
         rescore(ix, c->Q + (lo + a) * d, h, &f);
         ix_heap_drain(&f, oi, os, c->k);
