@@ -15,6 +15,7 @@
  *          queries until each target recall is reached; the recall reported at
  *          that nprobe is over all queries; it is timed `repeats` times -> median
  *          QPS.
+ * --nprobe N skips the sweep and times nprobe N only (for profiling a search).
  * --sq8 also builds the same index with index.quantize (8-bit codes, int8 kernel,
  * exact rescoring of the best `--rescore` candidates) and reports it as "ivf-sq8".
  * Each timing repeat runs exact and every ivf configuration once, in turn; QPS is
@@ -46,7 +47,7 @@
 #include "bench_util.h"
 
 typedef struct Opts {
-    int64_t items, queries, time_queries, sweep_queries, nlist, rescore;
+    int64_t items, queries, time_queries, sweep_queries, nlist, rescore, nprobe;
     int dim, k, repeats, clusters, quantize, no_ivf, sq8;
     double noise, qnoise;
     uint64_t seed;
@@ -65,6 +66,7 @@ static double index_bytes(const MrIndex *ix)
         b += n * 8;
     if (ix->nlist > 0) {
         b += L * d * 4 + L * 4 + 2 * (L + 1) * 8 + n * 8; /* centroids, bias, offsets, items */
+        b += L * 8;                                         /* scan_order */
         b += ceil(L / MR_INDEX_LANES) * MR_INDEX_LANES * d * 4; /* cent_blk */
         b += ix->list_emb ? cells * 4 : 0;
         b += ix->codes ? cells + 2 * d * 4 : 0;
@@ -202,7 +204,7 @@ static void usage(void)
             "                   [--sweep-queries S]\n"
             "                   [--k K] [--threads 1,2] [--repeats R] [--targets 0.9,0.95,0.99]\n"
             "                   [--nlist L] [--clusters C] [--noise S] [--qnoise S] [--quantize]\n"
-            "                   [--rescore R] [--sq8]\n"
+            "                   [--rescore R] [--sq8] [--nprobe N]\n"
             "                   [--seed S] [--dir DIR] [--no-ivf]\n");
 }
 
@@ -271,6 +273,8 @@ int main(int argc, char **argv)
             o.repeats = atoi(v);
         else if (!strcmp(a, "--nlist"))
             o.nlist = atoll(v);
+        else if (!strcmp(a, "--nprobe"))
+            o.nprobe = atoll(v);
         else if (!strcmp(a, "--rescore"))
             o.rescore = atoll(v);
         else if (!strcmp(a, "--clusters"))
@@ -409,7 +413,12 @@ int main(int argc, char **argv)
         for (int j = 0; j < ntgt; j++)
             best_np[v][j] = -1;
         int64_t lo = 0, np = 1; /* recall(lo) < every unmet target */
-        for (;;) {
+        if (o.nprobe > 0) { /* fixed nprobe: no sweep, one "target" */
+            ntgt = 1;
+            tgt[0] = 0;
+            best_np[v][0] = o.nprobe < L ? o.nprobe : L;
+        }
+        while (o.nprobe <= 0) {
             if (search_ivf(var[v], Q, nsw, k, np, it, sc))
                 return 1;
             double r = recall(gt, it, nsw, k);

@@ -455,6 +455,61 @@ static void test_threads_deterministic(void)
 
 /* ---- ivf --------------------------------------------------------------------------- */
 
+/* A batch gives each query the results it gets alone. Within a batch the probe
+ * selection starts from a guess taken from the previous query's cut-off (only
+ * the speed may depend on it), and the scan's state is shared by the batch; a
+ * query alone in its batch has neither. Queries with different directions (cut-offs
+ * that jump between neighbours, so that guesses leave too few and too many
+ * candidates), duplicates, a zero and a NaN query; float and quantized lists;
+ * nprobe from 1 to nlist - 1. */
+static void test_ivf_batch_equals_single(void)
+{
+    int64_t n = 5000, nq = 240;
+    int d = 16, k = 10;
+    float *X = gauss_vectors(n, d, 71), *Q = gauss_vectors(nq, d, 72);
+    for (int64_t q = 0; q < nq; q++) {
+        if (q % 9 == 4) /* a query far off the data's scale and direction */
+            for (int t = 0; t < d; t++)
+                Q[q * d + t] = t == q % d ? 50.0f : 0.0f;
+        if (q % 17 == 16) /* a duplicate of the previous query */
+            memcpy(Q + q * d, Q + (q - 1) * d, (size_t)d * sizeof *Q);
+    }
+    memset(Q + 30 * d, 0, (size_t)d * sizeof *Q);
+    Q[31 * d + 5] = NAN;
+    for (int quant = 0; quant < 2; quant++) {
+        MrIndexParams p = params(MR_INDEX_IVF);
+        p.nprobe = 4;
+        p.quantize = quant;
+        MrIndex ix;
+        MrErr e;
+        CU_ASSERT_EQUAL_FATAL(mr_index_build(&ix, &p, X, n, d, NULL, NULL, Q, 50, k, &e), MR_OK);
+        int64_t nps[4] = {1, 5, ix.nlist / 4, ix.nlist - 1};
+        size_t m = (size_t)(nq * k);
+        int64_t *a = malloc(m * 8), b[64];
+        float *s = malloc(m * 4), t[64];
+        for (int pi = 0; pi < 4; pi++) {
+            CU_ASSERT_EQUAL(mr_index_search(&ix, Q, nq, k, nps[pi], NULL, a, s, &e), MR_OK);
+            int64_t diff = 0;
+            for (int64_t q = 0; q < nq; q++) {
+                CU_ASSERT_EQUAL(mr_index_search(&ix, Q + q * d, 1, k, nps[pi], NULL, b, t, &e),
+                                MR_OK);
+                diff += memcmp(a + q * k, b, (size_t)k * 8) != 0 ||
+                        memcmp(s + q * k, t, (size_t)k * 4) != 0;
+            }
+            CU_ASSERT_EQUAL(diff, 0);
+            if (diff)
+                printf("\n  quantize %d nprobe %lld: %lld queries differ ", quant,
+                       (long long)nps[pi], (long long)diff);
+        }
+        free(a);
+        free(s);
+        mr_index_free(&ix);
+    }
+    free(X);
+    free(Q);
+}
+
+
 /* Probing every list makes ivf exact: on integer data (exact dot products in any
  * order) the results equal the reference bit for bit, exclusions included; the
  * same for the quantized path when every candidate is rescored. */
@@ -1354,6 +1409,7 @@ int add_suite_index(void)
     CU_add_test(s, "threads_deterministic", test_threads_deterministic);
     CU_add_test(s, "ivf_all_lists_exact", test_ivf_all_lists_exact);
     CU_add_test(s, "ivf_probe_rule", test_ivf_probe_rule);
+    CU_add_test(s, "ivf_batch_equals_single", test_ivf_batch_equals_single);
     CU_add_test(s, "ivf_planted", test_ivf_planted);
     CU_add_test(s, "ivf_quantized_codes", test_ivf_quantized_codes);
     CU_add_test(s, "find_item", test_find_item);

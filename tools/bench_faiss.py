@@ -149,8 +149,8 @@ def main():
     ap.add_argument("--time-queries", type=int, default=2000)
     ap.add_argument("--sweep-queries", type=int, default=2000)
     ap.add_argument("--kmeans-iters", type=int, default=20)
-    ap.add_argument("--train-per-list", type=int, default=64,
-                    help="k-means training points per list (mpirec uses 64)")
+    ap.add_argument("--train-per-list", type=int, default=256,
+                    help="k-means training points per list (mpirec uses 256)")
     a = ap.parse_args()
     if a.summarize:
         summarize(a.dir)

@@ -84,6 +84,8 @@ typedef struct MrIndex {
     float *cent_blk;        /* [ceil(nlist / LANES) x d x LANES] centroids, same layout */
     int64_t nblk;           /* total blocks */
     float *list_emb;        /* [nblk x d x LANES] embeddings (NULL when quantized) */
+    int64_t *scan_order;    /* [nlist] the order the search scans lists in: largest item
+                             * norm first (ties: lower list) */
     /* 8-bit codes of the residuals x - centroid (quantize): block b holds
      * [ceil(d/4)][LANES][4] bytes, dimension t of lane l at byte
      * MR_INDEX_CODE_AT(d, b, t, l) (the AVX-512 VNNI layout: one 64-byte row is 16

@@ -59,6 +59,7 @@ void mr_index_free(MrIndex *ix)
     free(ix->list_blk);
     free(ix->cent_blk);
     free(ix->list_emb);
+    free(ix->scan_order);
     free(ix->codes);
     free(ix->code_scale);
     free(ix->code_offset);

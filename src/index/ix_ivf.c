@@ -45,7 +45,13 @@
 #include "index/ix_sq8.h"
 #include "mpirec/hash.h"
 
-#define TRAIN_PER_LIST 64
+/* 256 training points per list is FAISS's default (max_points_per_centroid). It
+ * was 64 until 2026-11-24: on the benchmark data (log-normal item norms) the
+ * smaller sample left out a third of the few large-norm items that inner-product
+ * queries are after, and recall@10 = 0.95 needed nprobe 222 of 1549 lists at
+ * 150K items (151 with every item trained on) and 422 of 4000 at 1M (148). The
+ * cost is build time: 1M x 32 builds in 96 s instead of 29 s on one core. */
+#define TRAIN_PER_LIST 256
 #define INIT_PER_LIST  16
 #define TAG_TRAIN      0x6976667472ULL /* "ivftr": training sample */
 #define TAG_INIT       0x697666696eULL /* "ivfin": k-means++ */
@@ -483,6 +489,54 @@ out:
     return rc;
 }
 
+typedef struct ListKey {
+    double key;
+    int64_t list;
+} ListKey;
+
+/* Decreasing key, ties: lower list first. */
+static int cmp_list_key(const void *a, const void *b)
+{
+    const ListKey *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key > y->key ? -1 : 1;
+    return (x->list > y->list) - (x->list < y->list);
+}
+
+/* The order the search scans lists in: largest item norm first. Only the speed
+ * depends on it (a query's candidates are kept in (score, item) order, whatever
+ * the order they arrive in): the items of large norm win most inner products, so
+ * when their lists come first each query's candidate threshold rises early and
+ * fewer of the items scanned later reach it (each one that does costs a heap
+ * insertion and, usually, a mispredicted branch). */
+static int list_scan_order(MrIndex *ix, MrErr *e)
+{
+    int64_t L = ix->nlist;
+    int d = ix->d;
+    ListKey *k = malloc((size_t)(L ? L : 1) * sizeof *k);
+    ix->scan_order = malloc((size_t)(L ? L : 1) * sizeof *ix->scan_order);
+    if (!k || !ix->scan_order) {
+        free(k);
+        return mr_err_set(e, MR_ENOMEM, "ivf: no memory for the scan order");
+    }
+    for (int64_t j = 0; j < L; j++) {
+        double mx = 0;
+        for (int64_t p = ix->list_off[j]; p < ix->list_off[j + 1]; p++) {
+            const float *x = ix->emb + ix->list_items[p] * d;
+            double s = 0;
+            for (int t = 0; t < d; t++)
+                s += (double)x[t] * x[t];
+            mx = s > mx ? s : mx;
+        }
+        k[j] = (ListKey){mx, j};
+    }
+    qsort(k, (size_t)L, sizeof *k, cmp_list_key);
+    for (int64_t j = 0; j < L; j++)
+        ix->scan_order[j] = k[j].list;
+    free(k);
+    return MR_OK;
+}
+
 int ix_ivf_layout(MrIndex *ix, const uint8_t *codes_flat, MrErr *e)
 {
     int64_t L = ix->nlist;
@@ -534,7 +588,7 @@ int ix_ivf_layout(MrIndex *ix, const uint8_t *codes_flat, MrErr *e)
                         ix->emb[ix->list_items[p] * d + t];
             }
         }
-    return MR_OK;
+    return list_scan_order(ix, e);
 }
 
 uint8_t *ix_ivf_codes_flat(const MrIndex *ix)
@@ -678,7 +732,7 @@ static void probe_scores(const MrIndex *ix, const float *q, float *dots, float *
  * one query at a time). Each centroid block is read once for the four: the
  * centroids (L x D floats, 194 KiB at 150K items) come from L2, whose bandwidth
  * bounded the one-query loop. */
-static void probe_dots_x4(const MrIndex *ix, const float *const q[4], float *const dots[4])
+static __attribute__((noinline)) void probe_dots_x4(const MrIndex *ix, const float *const q[4], float *const dots[4])
 {
     int d = ix->d;
     int64_t nb = (ix->nlist + IX_LANES - 1) / IX_LANES;
@@ -700,10 +754,16 @@ typedef struct IvfScratch {
     float *ts;      /* [L + 16] */
     int64_t *tout;  /* [L] */
     int64_t *sel;   /* [L + 16] select_top's vector output */
+    int32_t *cidx;  /* [L + 16] select_probes' candidates: indices */
+    float *cval;    /* [L + 16] and scores */
+    float cut, margin; /* select_probes' guess: the last cut-off, and the margin below it */
+    int cut_ok;
     int64_t *probe; /* [qmax x nprobe] lists each query probes (list order) */
     float *pdot;    /* [qmax x nprobe] q . c~ of those lists */
     int64_t *nprb;  /* [qmax] how many */
     IxTop *tops;    /* [qmax] candidates (k, or rescore when quantized) */
+    float *qthr;    /* [qmax] ix_top_thr of each: the scan reads it for every block and
+                     * query, a compact array instead of a walk to each heap's root */
     float *hs;      /* [qmax x cap] */
     int64_t *hi;    /* [qmax x cap] */
     float *fs;      /* [k] final heap of the rescoring */
@@ -712,7 +772,7 @@ typedef struct IvfScratch {
     float *qstep;  /* [qmax] their steps */
     float *qoff;   /* [qmax] q . code_offset + rounding correction (quantized) */
     int64_t *icnt; /* [L + 1] inverted: offsets of each list's queries */
-    int64_t *iq;   /* [qmax x nprobe] inverted: queries by list */
+    int32_t *iq;   /* [qmax x nprobe] inverted: queries by list (qmax <= 1024) */
     float *idot;   /* [qmax x nprobe] inverted: their q . c~ */
 } IvfScratch;
 
@@ -818,7 +878,8 @@ typedef struct SelScr {
  * largest is found from the counts, everything above it is taken, and only that
  * bin's few members are ranked exactly (radix_select). Non-finite values, rare
  * (a query with NaN or Inf), go to radix_select directly. */
-static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64_t *out)
+static __attribute__((noinline)) int64_t select_top(const float *s, int64_t L, int64_t m,
+                                                    SelScr *w, int64_t *out)
 {
     if (m >= L) {
         for (int64_t j = 0; j < L; j++)
@@ -941,25 +1002,83 @@ static int64_t select_top(const float *s, int64_t L, int64_t m, SelScr *w, int64
     return n;
 }
 
+/* The indices (idx) and values (val) of the entries of s[0 .. L) that are >= g,
+ * in index order; returns how many. idx and val have 16 entries of slack. */
+static int64_t compress_ge(const float *s, int64_t L, float g, int32_t *idx, float *val)
+{
+    int64_t n = 0, j = 0;
+#if defined(__AVX512F__)
+    __m512 vg = _mm512_set1_ps(g);
+    __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= L; j += 16) {
+        __m512 v = _mm512_loadu_ps(s + j);
+        __mmask16 k = _mm512_cmp_ps_mask(v, vg, _CMP_GE_OQ);
+        /* register compress, whole stores: see select_top */
+        _mm512_storeu_si512(idx + n, _mm512_maskz_compress_epi32(
+                                         k, _mm512_add_epi32(lane, _mm512_set1_epi32((int)j))));
+        _mm512_storeu_ps(val + n, _mm512_maskz_compress_ps(k, v));
+        n += __builtin_popcount(k);
+    }
+#endif
+    for (; j < L; j++) {
+        idx[n] = (int32_t)j;
+        val[n] = s[j];
+        n += s[j] >= g;
+    }
+    return n;
+}
+
 /* The lists query r probes: the nprobe best probe scores (ties: lower list),
- * with their q . c~. */
+ * with their q . c~.
+ *
+ * The selection is done among the scores >= a guess, when that is enough of
+ * them: the queries of a batch have similar probe-score distributions, so the
+ * previous query's cut-off (its nprobe-th best) minus a margin usually leaves
+ * between nprobe and 1.5 nprobe of the L scores (about 300 of 1549 at nprobe
+ * 222), and selecting among those is a fraction of selecting among all. Every
+ * score left out is below every candidate, so the result is the same set as a
+ * selection among all L, ties included (the candidates keep their index order).
+ * When the guess leaves fewer than nprobe or more than 4 nprobe, the full
+ * selection runs. The margin adapts: doubled after a guess that left too few,
+ * shrunk after one that left more than 1.5 nprobe. Only the speed depends on
+ * the guess, not the result. */
 static int64_t select_probes(const IvfCtx *c, IvfScratch *w, int64_t r, const float *dots,
                              int64_t *probe, float *pdot)
 {
     const MrIndex *ix = c->ix;
+    int64_t L = ix->nlist, m = c->nprobe, np = -1;
     probe_finish(ix, c->Q + r * ix->d, dots, w->ps);
     SelScr ss = {w->key, w->tie, w->ts, w->tout, w->sel};
-    int64_t np = select_top(w->ps, ix->nlist, c->nprobe, &ss, probe);
-    for (int64_t p = 0; p < np; p++)
+    if (m < L && w->cut_ok) {
+        int64_t n = compress_ge(w->ps, L, w->cut - w->margin, w->cidx, w->cval);
+        if (n >= m && n <= 4 * m) {
+            np = select_top(w->cval, n, m, &ss, probe);
+            for (int64_t p = 0; p < np; p++)
+                probe[p] = w->cidx[probe[p]];
+        }
+        if (n < m)
+            w->margin *= 2;
+        else if (2 * n > 3 * m)
+            w->margin *= 0.75f;
+    }
+    if (np < 0)
+        np = select_top(w->ps, L, m, &ss, probe);
+    float cut = INFINITY;
+    for (int64_t p = 0; p < np; p++) {
         pdot[p] = dots[probe[p]];
+        cut = w->ps[probe[p]] < cut ? w->ps[probe[p]] : cut;
+    }
+    if (np == m && m < L && isfinite(cut)) {
+        if (!w->cut_ok || !(w->margin > 0) || !isfinite(w->margin))
+            w->margin = 0.01f * fabsf(cut) + 1e-6f;
+        w->cut = cut;
+        w->cut_ok = 1;
+    }
     return np;
 }
 
-/* Exact scores of the candidates in h (random rows of emb) into f. The rows are
- * prefetched first, so their cache misses overlap, then scored 16 at a time with
- * gathered loads; every lane is the same fused multiply-add chain as ix_dot (the
- * scalar fallback), so the scores are the ones the float lists would give. */
-static void rescore(const MrIndex *ix, const float *q, const IxTop *h, IxHeap *f)
+/* Prefetch the rows of emb of the candidates in h (random rows: cache misses). */
+static void rescore_prefetch(const MrIndex *ix, const IxTop *h)
 {
     int d = ix->d;
     for (int64_t j = 0; j < h->n; j++) {
@@ -967,6 +1086,15 @@ static void rescore(const MrIndex *ix, const float *q, const IxTop *h, IxHeap *f
         for (int64_t at = 0; at < (int64_t)d * 4; at += 64)
             __builtin_prefetch(row + at);
     }
+}
+
+/* Exact scores of the candidates in h (rows prefetched by the caller, a few
+ * queries ahead) into f, 16 at a time with gathered loads; every lane is the
+ * same fused multiply-add chain as ix_dot (the scalar fallback), so the scores
+ * are the ones the float lists would give. */
+static void rescore(const MrIndex *ix, const float *q, const IxTop *h, IxHeap *f)
+{
+    int d = ix->d;
     int64_t j = 0;
 #if defined(__AVX512F__)
     if (ix->n * (int64_t)d < INT32_MAX) { /* 32-bit gather offsets */
@@ -991,21 +1119,16 @@ static void rescore(const MrIndex *ix, const float *q, const IxTop *h, IxHeap *f
         ix_heap_push(f, ix_dot(q, ix->emb + h->i[j] * d, d), h->i[j]);
 }
 
-/* One thread's share of a query block, scanned list-major: each block of a list
- * is loaded once and scored for every query of the share that probes the list,
- * so list data is read from cache instead of memory once per query. Scores and
- * the candidates' full (score, item) order make the result independent of the scan
- * order and of how queries are shared out. */
-static void search_share(void *arg, int tid, int nth)
+/* Phase 1 of a share: for queries lo .. hi-1, the probed lists and their q . c~
+ * (w->probe, w->pdot, w->nprb), the per-list query counts (w->icnt[l + 1]), the
+ * candidate structures and, when quantized, the int8 queries. */
+static __attribute__((noinline)) void share_probe(const IvfCtx *c, IvfScratch *w, int64_t lo,
+                                                  int64_t hi)
 {
-    IvfCtx *c = arg;
-    IvfScratch *w = &c->scr[tid];
     const MrIndex *ix = c->ix;
     int d = ix->d;
-    int64_t L = ix->nlist, lo = c->qb * tid / nth, hi = c->qb * (tid + 1) / nth, m = hi - lo;
+    int64_t L = ix->nlist;
     int g4 = 4 * ix_sq8_groups(d);
-    if (m <= 0)
-        return;
     for (int64_t j = 0; j <= L; j++)
         w->icnt[j] = 0;
     int64_t Lr = (L + IX_LANES - 1) / IX_LANES * IX_LANES;
@@ -1028,21 +1151,67 @@ static void search_share(void *arg, int tid, int nth)
             w->icnt[w->probe[a * c->nprobe + p] + 1]++;
         ix_top_init(&w->tops[a], w->hs + a * ix_top_slots(c->cap), w->hi + a * ix_top_slots(c->cap),
                     c->cap);
+        w->qthr[a] = ix_top_thr(&w->tops[a]);
         if (ix->p.quantize)
             ix_sq8_query(c->Q + r * d, ix->code_scale, ix->code_offset, ix->code_mean, d,
                          w->qi + a * g4, &w->qstep[a], &w->qoff[a]);
     }
+}
+
+/* Phase 2: invert (query -> lists) into (list -> queries): afterwards list l's
+ * queries are w->iq[icnt[l-1] .. icnt[l]) (icnt[-1] = 0), with (quantized lists
+ * only) their q . c~ in w->idot. */
+static __attribute__((noinline)) void share_group(const IvfCtx *c, IvfScratch *w, int64_t m)
+{
+    int64_t L = c->ix->nlist;
     for (int64_t j = 0; j < L; j++)
         w->icnt[j + 1] += w->icnt[j];
+    if (c->ix->p.quantize) {
+        for (int64_t a = 0; a < m; a++)
+            for (int64_t p = 0; p < w->nprb[a]; p++) {
+                int64_t at = w->icnt[w->probe[a * c->nprobe + p]]++;
+                w->iq[at] = (int32_t)a;
+                w->idot[at] = w->pdot[a * c->nprobe + p];
+            }
+        return;
+    }
+    /* the float scan does not use q . c~ */
     for (int64_t a = 0; a < m; a++)
-        for (int64_t p = 0; p < w->nprb[a]; p++) {
-            int64_t at = w->icnt[w->probe[a * c->nprobe + p]]++;
-            w->iq[at] = a;
-            w->idot[at] = w->pdot[a * c->nprobe + p];
+        for (int64_t p = 0; p < w->nprb[a]; p++)
+            w->iq[w->icnt[w->probe[a * c->nprobe + p]]++] = (int32_t)a;
+}
+
+/* Offer the lanes of scores v (one block, items from position pos) that reach
+ * the threshold of candidates h; returns the new threshold. */
+static inline float offer_block(const IvfCtx *c, IxTop *h, const float *v, unsigned msk,
+                                int64_t pos, int64_t qg)
+{
+    const MrIndex *ix = c->ix;
+    float thr = ix_top_thr(h);
+    while (msk) {
+        int t = __builtin_ctz(msk);
+        msk &= msk - 1;
+        if (v[t] >= thr) {
+            offer(h, v[t], ix->list_items[pos + t], c->ex, qg);
+            thr = ix_top_thr(h);
         }
-    /* icnt[l] now ends list l's run: list l's queries are iq[icnt[l-1] .. icnt[l]) */
+    }
+    return thr;
+}
+
+/* Phase 3: the list-major scan. Each block of a list is loaded once and scored
+ * for every query of the share that probes the list, four queries at a time.
+ * Inlined once per common dimension (scan_dim below), so that the kernels' loops
+ * over dimensions unroll with d a constant. */
+static inline __attribute__((always_inline)) void share_scan_d(const IvfCtx *c, IvfScratch *w,
+                                                               int64_t lo, const int d)
+{
+    const MrIndex *ix = c->ix;
+    int64_t L = ix->nlist;
+    int g4 = 4 * ix_sq8_groups(d);
     float sc[4][IX_LANES];
-    for (int64_t l = 0; l < L; l++) {
+    for (int64_t li = 0; li < L; li++) {
+        int64_t l = ix->scan_order[li];
         int64_t e0 = l ? w->icnt[l - 1] : 0, e1 = w->icnt[l];
         if (e0 == e1)
             continue;
@@ -1073,22 +1242,33 @@ static void search_share(void *arg, int tid, int nth)
                     kern_f32_x4(qv, ix->list_emb + (size_t)b * (size_t)d * IX_LANES, d, sc);
                 }
                 for (int u = 0; u < nj; u++) {
-                    int64_t a = w->iq[j + u], qg = c->q0 + lo + a;
-                    IxTop *h = &w->tops[a];
-                    float thr = ix_top_thr(h);
-                    unsigned msk = ix_mask16_ge(sc[u], thr) & vmask;
-                    while (msk) {
-                        int t = __builtin_ctz(msk);
-                        msk &= msk - 1;
-                        if (sc[u][t] >= thr) {
-                            offer(h, sc[u][t], ix->list_items[pos + t], c->ex, qg);
-                            thr = ix_top_thr(h);
-                        }
-                    }
+                    int64_t a = w->iq[j + u];
+                    unsigned msk = ix_mask16_ge(sc[u], w->qthr[a]) & vmask;
+                    if (msk)
+                        w->qthr[a] = offer_block(c, &w->tops[a], sc[u], msk, pos, c->q0 + lo + a);
                 }
             }
         }
     }
+}
+
+static __attribute__((noinline)) void share_scan(const IvfCtx *c, IvfScratch *w, int64_t lo)
+{
+    switch (c->ix->d) {
+    case 16: share_scan_d(c, w, lo, 16); break;
+    case 32: share_scan_d(c, w, lo, 32); break;
+    case 64: share_scan_d(c, w, lo, 64); break;
+    default: share_scan_d(c, w, lo, c->ix->d); break;
+    }
+}
+
+/* Phase 4: each query's candidates to its output row (rescored exactly first
+ * when the lists are quantized). */
+static __attribute__((noinline)) void share_finish(const IvfCtx *c, IvfScratch *w, int64_t lo,
+                                                   int64_t m)
+{
+    const MrIndex *ix = c->ix;
+    int d = ix->d;
     for (int64_t a = 0; a < m; a++) {
         int64_t qg = c->q0 + lo + a;
         int64_t *oi = c->out_items + qg * c->k;
@@ -1098,12 +1278,39 @@ static void search_share(void *arg, int tid, int nth)
             ix_top_drain(h, oi, os, c->k);
             continue;
         }
-        ix_top_compact(h);
-        /* Rescore the best approximate candidates with the float rows. */
+        /* Rescore the best approximate candidates with the float rows. Those of
+         * the next two queries are prefetched now, so that their cache misses
+         * overlap with this query's work. */
+        if (a == 0)
+            for (int64_t u = 0; u < 2 && u < m; u++) {
+                ix_top_compact(&w->tops[u]);
+                rescore_prefetch(ix, &w->tops[u]);
+            }
+        if (a + 2 < m) {
+            ix_top_compact(&w->tops[a + 2]);
+            rescore_prefetch(ix, &w->tops[a + 2]);
+        }
         IxHeap f = {w->fs, w->fi, 0, c->kk};
         rescore(ix, c->Q + (lo + a) * d, h, &f);
         ix_heap_drain(&f, oi, os, c->k);
     }
+}
+
+/* One thread's share of a query block, scanned list-major: list data is read from
+ * cache instead of memory once per query. Scores and the candidates' full
+ * (score, item) order make the result independent of the scan order and of how
+ * queries are shared out. */
+static void search_share(void *arg, int tid, int nth)
+{
+    IvfCtx *c = arg;
+    IvfScratch *w = &c->scr[tid];
+    int64_t lo = c->qb * tid / nth, hi = c->qb * (tid + 1) / nth, m = hi - lo;
+    if (m <= 0)
+        return;
+    share_probe(c, w, lo, hi);
+    share_group(c, w, m);
+    share_scan(c, w, lo);
+    share_finish(c, w, lo, m);
 }
 
 static void scratch_free(IvfScratch *w)
@@ -1111,6 +1318,9 @@ static void scratch_free(IvfScratch *w)
     free(w->dots);
     free(w->pdot);
     free(w->idot);
+    free(w->qthr);
+    free(w->cidx);
+    free(w->cval);
     free(w->ps);
     free(w->key);
     free(w->tie);
@@ -1155,6 +1365,7 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
     nth = team.n; /* fewer if a helper could not start: shares are sized from this */
     int64_t qmax = ((int64_t)1 << 19) / nprobe;
     qmax = qmax < 16 ? 16 : qmax > 1024 ? 1024 : qmax;
+
     int64_t qbmax = qmax * nth < nq ? qmax * nth : nq;
     qmax = (qbmax + nth - 1) / nth;
     int64_t Lr = (L + IX_LANES - 1) / IX_LANES * IX_LANES;
@@ -1169,6 +1380,9 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->dots = malloc((size_t)(4 * Lr) * sizeof *w->dots);
         w->pdot = malloc((size_t)(qmax * nprobe) * sizeof *w->pdot);
         w->idot = malloc((size_t)(qmax * nprobe) * sizeof *w->idot);
+        w->qthr = malloc((size_t)qmax * sizeof *w->qthr);
+        w->cidx = malloc((size_t)(L + 16) * sizeof *w->cidx);
+        w->cval = malloc((size_t)(L + 16) * sizeof *w->cval);
         w->ps = malloc((size_t)L * sizeof *w->ps);
         w->key = malloc((size_t)L * sizeof *w->key);
         w->tie = malloc((size_t)(L + 16) * sizeof *w->tie);
@@ -1187,7 +1401,7 @@ int ix_ivf_search(const MrIndex *ix, const float *Q, int64_t nq, int k, int64_t 
         w->qoff = malloc((size_t)qmax * sizeof *w->qoff);
         w->icnt = malloc((size_t)(L + 1) * sizeof *w->icnt);
         w->iq = malloc((size_t)(qmax * nprobe) * sizeof *w->iq);
-        if (!w->dots || !w->pdot || !w->idot || !w->ps || !w->key || !w->tie || !w->ts || !w->sel ||
+        if (!w->dots || !w->pdot || !w->idot || !w->qthr || !w->cidx || !w->cval || !w->ps || !w->key || !w->tie || !w->ts || !w->sel ||
             !w->tout || !w->probe || !w->nprb || !w->tops || !w->hs || !w->hi || !w->fs || !w->fi ||
             !w->qi || !w->qstep || !w->qoff || !w->icnt || !w->iq) {
             rc = mr_err_set(e, MR_ENOMEM, "ivf search: no memory for per-thread buffers");
