@@ -344,6 +344,118 @@ static int csv_scan(MrReader *r, void *ctx, const char *buf, size_t len, size_t 
     return csv_record(r, ctx, buf, len, s, at_eof, rec, next, nl, NULL);
 }
 
+/* The fast path: parses ordinary records from buf[pos] on and returns where it
+ * stopped (a record start, or an empty line). An ordinary record starts with
+ * neither '\r' nor '\n', has its '\n' within the current 64-byte block (the block
+ * is recomputed at the record's start when it is not, so any record shorter than
+ * 64 bytes qualifies), no quote before that '\n', and every configured field. Its
+ * fields then come from the block's masks alone: one bit-scan per separator, no
+ * byte is looked at again. The record loop does everything else (the records it
+ * stops at, the last 63 bytes of buf, whose block would read past buf), so
+ * behaviour is that loop's by construction; test_reader.c checks that the two
+ * give the same records on random input. A one-byte separator only, and field
+ * indices below 64 (more fields never fit in a block). Sets *rc to the callback's
+ * non-zero value, the record counted as parsed, like the record loop. */
+static size_t csv_fast(MrReader *r, const char *buf, size_t len, size_t pos, int64_t buf_offset,
+                       int64_t stop_offset, int64_t *line_io, MrRecordFn fn, void *userdata,
+                       int *rc)
+{
+    if (r->csv_nfast <= 0 || len < 64 || buf_offset + (int64_t)pos >= stop_offset)
+        return pos;
+    size_t lim = len - 63; /* records start before lim: their block is inside buf */
+    if (stop_offset - buf_offset < (int64_t)lim)
+        lim = (size_t)(stop_offset - buf_offset);
+    const char s0 = r->spec.sep[0], q = r->spec.quote;
+    const int nf = r->csv_nfast; /* fields to delimit: the last configured one + 1 */
+    int cols[MR_NCOLS], ncols = 0;
+    MrRecord rec;
+    for (int c = 0; c < MR_NCOLS; c++) {
+        rec.f[c] = (MrField){NULL, 0, r->col_idx[c] >= 0 ? MR_VAL_TEXT : MR_VAL_ABSENT};
+        if (r->col_idx[c] >= 0)
+            cols[ncols++] = c;
+    }
+    rec.bad_reason = NULL;
+    rec.bad_col = -1;
+    int64_t line = *line_io;
+    const char *base = buf + pos; /* the block: m describes [base, base+64) */
+    MrCsvMasks m = {0, 0, 0};     /* empty: the first record computes it */
+    while (pos < lim) {
+        const char *const p = buf + pos;
+        if (*p == '\r')
+            break; /* maybe an empty "\r\n" line */
+        ptrdiff_t d = p - base;
+        uint64_t nlm = d < 64 ? m.nl >> d : 0;
+        if (!nlm) {
+            base = p;
+            m = mr_csv_masks(p, s0, q);
+            d = 0;
+            nlm = m.nl;
+            if (!nlm)
+                break; /* 64 bytes or longer */
+        }
+        const int e = __builtin_ctzll(nlm); /* p[e] is the '\n' */
+        if (e == 0)
+            break; /* an empty line */
+        const uint64_t below = (1ULL << e) - 1;
+        if ((m.quote >> d) & below)
+            break;
+        uint64_t sm = (m.sep >> d) & below; /* separators before the '\n' */
+        /* The last field loses a final '\r' ("\r\n" line end). p[e-1] is inside the
+         * record and is not a separator (those are never '\r'), so it belongs to
+         * the last field: csv_record's "fe > fs" test always holds here. */
+        const int eadj = e - (p[e - 1] == '\r');
+        uint8_t st[64], en[64]; /* field k is p[st[k] .. en[k]) */
+        int fs = 0, k = 0;
+        for (; k < nf; k++) {
+            int fe;
+            if (sm) {
+                fe = __builtin_ctzll(sm);
+                sm &= sm - 1;
+            } else if (k == nf - 1) {
+                fe = eadj;
+            } else {
+                break; /* too few fields: a bad record, csv_record reports it */
+            }
+            st[k] = (uint8_t)fs;
+            en[k] = (uint8_t)fe;
+            fs = fe + 1;
+        }
+        if (k < nf)
+            break;
+        for (int j = 0; j < ncols; j++) {
+            const int c = cols[j], f = r->col_idx[c];
+            rec.f[c].p = p + st[f];
+            rec.f[c].len = (size_t)(en[f] - st[f]);
+        }
+        rec.offset = buf_offset + (int64_t)pos;
+        rec.line = line;
+        const int x = fn(&rec, userdata);
+        pos += (size_t)e + 1;
+        line++;
+        if (x != 0) {
+            *rc = x;
+            break;
+        }
+    }
+    *line_io = line;
+    return pos;
+}
+
+void mr_reader_csv_plan(MrReader *r)
+{
+    const int last = r->nneed > 0 ? r->need[r->nneed - 1] : -1;
+    r->csv_nfast = r->spec.format != MR_FMT_JSONL && r->spec.sep_len == 1 && last >= 0 &&
+                           last < 64 && !r->csv_fast_off
+                       ? last + 1
+                       : 0;
+}
+
+void mr_reader_csv_fast_off(MrReader *r, int off)
+{
+    r->csv_fast_off = off != 0;
+    mr_reader_csv_plan(r);
+}
+
 int mr_reader_csv_parse(MrReader *r, const char *buf, size_t len, int64_t buf_offset, int64_t line,
                         int64_t stop_offset, int at_eof, MrRecordFn fn, void *userdata,
                         size_t *consumed, int64_t *next_line, int *done)
@@ -351,5 +463,5 @@ int mr_reader_csv_parse(MrReader *r, const char *buf, size_t len, int64_t buf_of
     MrScan sc;
     scan_init(&sc, r, buf, buf + len);
     return mr_reader_loop(r, buf, len, buf_offset, line, stop_offset, at_eof, fn, userdata,
-                          consumed, next_line, done, csv_scan, &sc);
+                          consumed, next_line, done, csv_scan, csv_fast, &sc);
 }
