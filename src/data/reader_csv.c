@@ -346,16 +346,19 @@ static int csv_scan(MrReader *r, void *ctx, const char *buf, size_t len, size_t 
 
 /* The fast path: parses ordinary records from buf[pos] on and returns where it
  * stopped (a record start, or an empty line). An ordinary record starts with
- * neither '\r' nor '\n', has its '\n' within the current 64-byte block (the block
- * is recomputed at the record's start when it is not, so any record shorter than
- * 64 bytes qualifies), no quote before that '\n', and every configured field. Its
- * fields then come from the block's masks alone: one bit-scan per separator, no
- * byte is looked at again. The record loop does everything else (the records it
- * stops at, the last 63 bytes of buf, whose block would read past buf), so
- * behaviour is that loop's by construction; test_reader.c checks that the two
- * give the same records on random input. A one-byte separator only, and field
- * indices below 64 (more fields never fit in a block). Sets *rc to the callback's
- * non-zero value, the record counted as parsed, like the record loop. */
+ * neither '\r' nor '\n', has its '\n' within 64 bytes of its start, no quote before
+ * that '\n', and every configured field. Each record start gets its own 64-byte
+ * block of masks (separator, '\n', quote): the '\n' is the lowest newline bit,
+ * and field f of the record ends at the f-th set bit of the separator bits below
+ * it (plus one bit at the line end), so a field costs a bit-select, no byte is
+ * looked at again, and no branch depends on where the fields fall. (Keeping one
+ * block for several records was slower: whether the next record still fits in it
+ * is a coin toss for the branch predictor.) The record loop does everything else
+ * (the records this stops at, the last 63 bytes of buf, whose block would read
+ * past buf), so behaviour is that loop's by construction; test_reader.c checks
+ * that both give the same on random input. A one-byte separator only, field
+ * indices below 64 (more fields never fit in 64 bytes). Sets *rc to the
+ * callback's non-zero value, that record counted as parsed, like the loop. */
 static size_t csv_fast(MrReader *r, const char *buf, size_t len, size_t pos, int64_t buf_offset,
                        int64_t stop_offset, int64_t *line_io, MrRecordFn fn, void *userdata,
                        int *rc)
@@ -367,65 +370,43 @@ static size_t csv_fast(MrReader *r, const char *buf, size_t len, size_t pos, int
         lim = (size_t)(stop_offset - buf_offset);
     const char s0 = r->spec.sep[0], q = r->spec.quote;
     const int nf = r->csv_nfast; /* fields to delimit: the last configured one + 1 */
-    int cols[MR_NCOLS], ncols = 0;
+    int col[MR_NCOLS], fld[MR_NCOLS], ncols = 0;
     MrRecord rec;
     for (int c = 0; c < MR_NCOLS; c++) {
         rec.f[c] = (MrField){NULL, 0, r->col_idx[c] >= 0 ? MR_VAL_TEXT : MR_VAL_ABSENT};
-        if (r->col_idx[c] >= 0)
-            cols[ncols++] = c;
+        if (r->col_idx[c] >= 0) {
+            col[ncols] = c;
+            fld[ncols++] = r->col_idx[c];
+        }
     }
     rec.bad_reason = NULL;
     rec.bad_col = -1;
     int64_t line = *line_io;
-    const char *base = buf + pos; /* the block: m describes [base, base+64) */
-    MrCsvMasks m = {0, 0, 0};     /* empty: the first record computes it */
     while (pos < lim) {
         const char *const p = buf + pos;
         if (*p == '\r')
             break; /* maybe an empty "\r\n" line */
-        ptrdiff_t d = p - base;
-        uint64_t nlm = d < 64 ? m.nl >> d : 0;
-        if (!nlm) {
-            base = p;
-            m = mr_csv_masks(p, s0, q);
-            d = 0;
-            nlm = m.nl;
-            if (!nlm)
-                break; /* 64 bytes or longer */
-        }
-        const int e = __builtin_ctzll(nlm); /* p[e] is the '\n' */
+        const MrCsvMasks m = mr_csv_masks(p, s0, q);
+        if (!m.nl)
+            break; /* 64 bytes or longer */
+        const int e = __builtin_ctzll(m.nl); /* p[e] is the '\n' */
         if (e == 0)
             break; /* an empty line */
         const uint64_t below = (1ULL << e) - 1;
-        if ((m.quote >> d) & below)
+        if (m.quote & below)
             break;
-        uint64_t sm = (m.sep >> d) & below; /* separators before the '\n' */
-        /* The last field loses a final '\r' ("\r\n" line end). p[e-1] is inside the
-         * record and is not a separator (those are never '\r'), so it belongs to
-         * the last field: csv_record's "fe > fs" test always holds here. */
+        /* The last field ends before a final '\r' ("\r\n" line end). p[e-1] is in the
+         * record and is not a separator (those never hold '\r'), so it is part of
+         * the last field, which is then not empty: csv_record's "fe > fs" holds. */
         const int eadj = e - (p[e - 1] == '\r');
-        uint8_t st[64], en[64]; /* field k is p[st[k] .. en[k]) */
-        int fs = 0, k = 0;
-        for (; k < nf; k++) {
-            int fe;
-            if (sm) {
-                fe = __builtin_ctzll(sm);
-                sm &= sm - 1;
-            } else if (k == nf - 1) {
-                fe = eadj;
-            } else {
-                break; /* too few fields: a bad record, csv_record reports it */
-            }
-            st[k] = (uint8_t)fs;
-            en[k] = (uint8_t)fe;
-            fs = fe + 1;
-        }
-        if (k < nf)
-            break;
+        const uint64_t ends = (m.sep & below) | 1ULL << eadj; /* bit i: a field ends at i */
+        if (__builtin_popcountll(ends) < nf)
+            break; /* too few fields: a bad record, csv_record reports it */
         for (int j = 0; j < ncols; j++) {
-            const int c = cols[j], f = r->col_idx[c];
-            rec.f[c].p = p + st[f];
-            rec.f[c].len = (size_t)(en[f] - st[f]);
+            const int f = fld[j];
+            const int fs = f ? mr_bit_select(ends, f - 1) + 1 : 0, fe = mr_bit_select(ends, f);
+            rec.f[col[j]].p = p + fs;
+            rec.f[col[j]].len = (size_t)(fe - fs);
         }
         rec.offset = buf_offset + (int64_t)pos;
         rec.line = line;
