@@ -370,7 +370,7 @@ static size_t csv_fast(MrReader *r, const char *buf, size_t len, size_t pos, int
         lim = (size_t)(stop_offset - buf_offset);
     const char s0 = r->spec.sep[0], q = r->spec.quote;
     const int nf = r->csv_nfast; /* fields to delimit: the last configured one + 1 */
-    int col[MR_NCOLS], fld[MR_NCOLS], ncols = 0;
+    int col[MR_NCOLS], fld[MR_NCOLS], ncols = 0; /* the configured columns, their fields */
     MrRecord rec;
     for (int c = 0; c < MR_NCOLS; c++) {
         rec.f[c] = (MrField){NULL, 0, r->col_idx[c] >= 0 ? MR_VAL_TEXT : MR_VAL_ABSENT};
@@ -402,9 +402,11 @@ static size_t csv_fast(MrReader *r, const char *buf, size_t len, size_t pos, int
         const uint64_t ends = (m.sep & below) | 1ULL << eadj; /* bit i: a field ends at i */
         if (__builtin_popcountll(ends) < nf)
             break; /* too few fields: a bad record, csv_record reports it */
+        /* bit i: a field starts at i (field k starts at bit k; a bit 63 of ends would
+         * start a field past the last one, which no column asks for) */
+        const uint64_t starts = ends << 1 | 1;
         for (int j = 0; j < ncols; j++) {
-            const int f = fld[j];
-            const int fs = f ? mr_bit_select(ends, f - 1) + 1 : 0, fe = mr_bit_select(ends, f);
+            const int fs = mr_bit_select(starts, fld[j]), fe = mr_bit_select(ends, fld[j]);
             rec.f[col[j]].p = p + fs;
             rec.f[col[j]].len = (size_t)(fe - fs);
         }
