@@ -420,6 +420,7 @@ static size_t csv_fast(MrReader *r, const char *buf, size_t len, size_t pos, int
             break;
         }
     }
+    r->csv_fast_records += line - *line_io; /* one line per record here */
     *line_io = line;
     return pos;
 }

@@ -288,6 +288,7 @@ struct MrReader {
      * switched off (mr_reader_csv_fast_off: tests compare with the record loop). */
     int csv_nfast;
     int csv_fast_off;
+    int64_t csv_fast_records; /* records the fast path delivered (tests check it ran) */
 };
 
 /* Recompute r->csv_nfast from the spec and need[] (after plan_fields). */
