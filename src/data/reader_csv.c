@@ -370,13 +370,17 @@ static size_t csv_fast(MrReader *r, const char *buf, size_t len, size_t pos, int
         lim = (size_t)(stop_offset - buf_offset);
     const char s0 = r->spec.sep[0], q = r->spec.quote;
     const int nf = r->csv_nfast; /* fields to delimit: the last configured one + 1 */
-    int col[MR_NCOLS], fld[MR_NCOLS], ncols = 0; /* the configured columns, their fields */
+    /* The configured columns: where they go, and bit f set for field f (the
+     * argument of the bit select). */
     MrRecord rec;
+    MrField *dst[MR_NCOLS];
+    uint64_t sel[MR_NCOLS];
+    int ncols = 0;
     for (int c = 0; c < MR_NCOLS; c++) {
         rec.f[c] = (MrField){NULL, 0, r->col_idx[c] >= 0 ? MR_VAL_TEXT : MR_VAL_ABSENT};
         if (r->col_idx[c] >= 0) {
-            col[ncols] = c;
-            fld[ncols++] = r->col_idx[c];
+            dst[ncols] = &rec.f[c];
+            sel[ncols++] = 1ULL << r->col_idx[c];
         }
     }
     rec.bad_reason = NULL;
@@ -406,9 +410,9 @@ static size_t csv_fast(MrReader *r, const char *buf, size_t len, size_t pos, int
          * start a field past the last one, which no column asks for) */
         const uint64_t starts = ends << 1 | 1;
         for (int j = 0; j < ncols; j++) {
-            const int fs = mr_bit_select(starts, fld[j]), fe = mr_bit_select(ends, fld[j]);
-            rec.f[col[j]].p = p + fs;
-            rec.f[col[j]].len = (size_t)(fe - fs);
+            const int fs = mr_bit_deposit(starts, sel[j]), fe = mr_bit_deposit(ends, sel[j]);
+            dst[j]->p = p + fs;
+            dst[j]->len = (size_t)(fe - fs);
         }
         rec.offset = buf_offset + (int64_t)pos;
         rec.line = line;

@@ -249,18 +249,24 @@ static inline MrCsvMasks mr_csv_masks(const char *p, char s0, char q)
 #endif
 }
 
-/* Position of set bit n (0-based) of x, which has more than n bits set. BMI2's
- * pdep deposits 1 << n onto the n-th set bit in one instruction (fast on Zen 3+ and
- * Intel; microcoded on Zen 1/2, still correct); otherwise n bits are cleared. */
-static inline int mr_bit_select(uint64_t x, int n)
+/* Position of set bit n (0-based) of x, which has more than n bits set, given
+ * bit = 1 << n. BMI2's pdep deposits that bit onto the n-th set bit of x in one
+ * instruction (fast on Zen 3+ and Intel; microcoded on Zen 1/2, still correct);
+ * otherwise n bits are cleared. */
+static inline int mr_bit_deposit(uint64_t x, uint64_t bit)
 {
 #if defined(__BMI2__)
-    return __builtin_ctzll(_pdep_u64(1ULL << n, x));
+    return __builtin_ctzll(_pdep_u64(bit, x));
 #else
-    for (; n > 0; n--)
+    for (; bit > 1; bit >>= 1)
         x &= x - 1;
     return __builtin_ctzll(x);
 #endif
+}
+
+static inline int mr_bit_select(uint64_t x, int n)
+{
+    return mr_bit_deposit(x, 1ULL << n);
 }
 
 static inline const char *mr_find1(const char *p, const char *end, char a)
