@@ -1,8 +1,8 @@
 /* test_reader_csvfast.c — the csv/delimited fast path (src/data/reader_csv.c,
  * csv_fast) against the record loop it leaves everything unusual to.
  *
- * Oracle: the same reader with the fast path switched off (mr_reader_csv_fast_off)
- * runs the record loop alone, i.e. the parser as it was before the fast path. On
+ * Oracle: the same reader with the fast path switched off (MR_CSV_FAST_OFF) runs
+ * the record loop alone, i.e. the parser as it was before the fast path. On
  * random files mixing ordinary records (fields and line ends on every position of
  * a 64-byte block) with everything the fast path must refuse (quotes, quoted
  * newlines, doubled and stray quotes, multi-byte separators, CR line ends and lone
@@ -12,9 +12,10 @@
  * consumed bytes, next line and done flag: for the whole file; for every prefix as
  * a buffer that ends there, with and without at_eof (the "need more" answers);
  * from record starts inside the file with stop offsets; and with a callback that
- * stops. Buffers are exact-size copies, so ASan sees any read past the end. The
- * fast path must also have delivered most ordinary records, else the comparison
- * proves nothing. The block kernels compiled three ways (native, AVX2 without
+ * stops; with the fast path as parsing uses it (it gives up on buffers where it
+ * finds little to do) and never given up (MR_CSV_FAST_ALWAYS). Buffers are
+ * exact-size copies, so ASan sees any read past the end. The fast path must also
+ * have delivered many records, else the comparison proves nothing. The block kernels compiled three ways (native, AVX2 without
  * AVX-512, SSE2 without BMI2: tests/variants/csvscan_*.c) must agree with the
  * plain-C reference.
  */
@@ -115,8 +116,9 @@ static int on_rec(const MrRecord *x, void *ud)
     return r->nrec++ == r->stop_at ? 5 : 0;
 }
 
-/* Parse buf (file bytes from buf_offset, on line `line`) with the fast path on or
- * off. A header spec reads its header from file[0..flen) first. */
+/* Parse buf (file bytes from buf_offset, on line `line`) with the fast path in
+ * mode `fast` (MR_CSV_FAST_*). A header spec reads its header from file[0..flen)
+ * first. */
 static void run(const MrReaderSpec *spec, int fast, const char *file, size_t flen,
                 const char *buf, size_t len, int64_t buf_offset, int64_t line, int64_t stop,
                 int at_eof, int64_t stop_at, Run *out)
@@ -126,7 +128,7 @@ static void run(const MrReaderSpec *spec, int fast, const char *file, size_t fle
     MrReader *r = NULL;
     MrErr e;
     CU_ASSERT_EQUAL_FATAL(mr_reader_create(&r, spec, &e), MR_OK);
-    mr_reader_csv_fast_off(r, !fast);
+    mr_reader_csv_fast_mode(r, fast);
     if (spec->header) {
         int64_t ds = 0;
         int more = 0;
@@ -135,7 +137,7 @@ static void run(const MrReaderSpec *spec, int fast, const char *file, size_t fle
     out->rc = mr_reader_parse(r, buf, len, buf_offset, line, stop, at_eof, on_rec, out,
                               &out->consumed, &out->next_line, &out->done);
     out->fast = r->csv_fast_records;
-    if (!fast)
+    if (fast == MR_CSV_FAST_OFF)
         CU_ASSERT_EQUAL(out->fast, 0);
     mr_reader_destroy(&r);
 }
@@ -184,8 +186,9 @@ static int same(const Run *a, const Run *b, const char *what, const char *buf, s
     return ok;
 }
 
-/* Parse with and without the fast path; CU-asserts the same outcome. Returns the
- * records the fast path delivered (fast run), *n the records. */
+/* Parse with the fast path as used, never given up, and off; CU-asserts the same
+ * outcome. Returns the records the fast path delivered when never given up, *n the
+ * records. */
 static int64_t compare(const MrReaderSpec *spec, const char *file, size_t flen, const char *buf,
                        size_t len, int64_t buf_offset, int64_t line, int64_t stop, int at_eof,
                        int64_t stop_at, const char *what, int64_t *n)
@@ -196,14 +199,19 @@ static int64_t compare(const MrReaderSpec *spec, const char *file, size_t flen, 
         abort();
     if (len)
         memcpy(copy, buf, len);
-    Run f, s;
-    run(spec, 1, file, flen, copy, len, buf_offset, line, stop, at_eof, stop_at, &f);
-    run(spec, 0, file, flen, copy, len, buf_offset, line, stop, at_eof, stop_at, &s);
+    Run f, a, s;
+    run(spec, MR_CSV_FAST_AUTO, file, flen, copy, len, buf_offset, line, stop, at_eof, stop_at,
+        &f);
+    run(spec, MR_CSV_FAST_ALWAYS, file, flen, copy, len, buf_offset, line, stop, at_eof, stop_at,
+        &a);
+    run(spec, MR_CSV_FAST_OFF, file, flen, copy, len, buf_offset, line, stop, at_eof, stop_at, &s);
     CU_ASSERT(same(&f, &s, what, buf, len));
-    int64_t fast = f.fast;
+    CU_ASSERT(same(&a, &s, what, buf, len));
+    int64_t fast = a.fast;
     if (n)
         *n = s.nrec;
     run_free(&f);
+    run_free(&a);
     run_free(&s);
     free(copy);
     return fast;
@@ -485,7 +493,7 @@ static void check_file(const MrReaderSpec *s, const char *buf, size_t len, uint6
                 what, NULL);
     /* From record starts inside the file, with stop offsets and shorter buffers. */
     Run ref;
-    run(s, 0, buf, len, d, dl, ds, line, INT64_MAX, 1, -1, &ref);
+    run(s, MR_CSV_FAST_OFF, buf, len, d, dl, ds, line, INT64_MAX, 1, -1, &ref);
     const int64_t *rs = (const int64_t *)ref.starts.p;
     for (int k = 0; k < 12 && ref.nrec > 0; k++) {
         int64_t i = (int64_t)(rnd(st) % (uint64_t)ref.nrec), off = rs[2 * i], ln = rs[2 * i + 1];
@@ -586,6 +594,48 @@ static void test_block_boundaries(void)
         }
 }
 
+/* A buffer that starts with quoted records (the fast path finds nothing to do and
+ * gives up; the record loop parses the rest) and goes on with ordinary ones: the
+ * same records as the record loop alone, at every buffer end near the switch,
+ * with fewer fast records than when it never gives up (so it did give up), and
+ * all of the ordinary ones in a buffer of ordinary records alone. */
+static void test_give_up(void)
+{
+    const Dialect d = {",", '"', 1};
+    MrReaderSpec s = mkspec(&d, layouts[0], 0);
+    uint64_t st = 99;
+    Buf b = {0};
+    for (int i = 0; i < 100; i++) {
+        put_text(&b, &st, 1 + rnd(&st) % 8);
+        bput(&b, ",\"q,", 4);
+        put_text(&b, &st, rnd(&st) % 4);
+        bput(&b, "\",5,1500000000\n", 15);
+    }
+    const size_t switch_at = b.n;
+    for (int i = 0; i < 200; i++) {
+        put_text(&b, &st, 1 + rnd(&st) % 8);
+        bputc(&b, ',');
+        put_text(&b, &st, 1 + rnd(&st) % 8);
+        bput(&b, ",4,1500000001\n", 14);
+    }
+    Run a, f;
+    run(&s, MR_CSV_FAST_AUTO, b.p, b.n, b.p, b.n, 0, 1, INT64_MAX, 1, -1, &a);
+    run(&s, MR_CSV_FAST_ALWAYS, b.p, b.n, b.p, b.n, 0, 1, INT64_MAX, 1, -1, &f);
+    CU_ASSERT_EQUAL(a.fast, 0);
+    CU_ASSERT(f.fast >= 190);
+    run_free(&a);
+    run_free(&f);
+    compare(&s, b.p, b.n, b.p, b.n, 0, 1, INT64_MAX, 1, -1, "give up", NULL);
+    for (size_t l = switch_at - 100; l < switch_at + 300; l++)
+        compare(&s, b.p, b.n, b.p, l, 0, 1, INT64_MAX, 0, -1, "give up", NULL);
+    /* The ordinary part alone: all but the last 63 bytes' records go fast. */
+    run(&s, MR_CSV_FAST_AUTO, b.p, b.n, b.p + switch_at, b.n - switch_at, (int64_t)switch_at, 101,
+        INT64_MAX, 1, -1, &a);
+    CU_ASSERT(a.fast >= 195);
+    run_free(&a);
+    free(b.p);
+}
+
 int add_suite_reader_csvfast(void)
 {
     CU_pSuite s = CU_add_suite("reader_csvfast", NULL, NULL);
@@ -594,5 +644,6 @@ int add_suite_reader_csvfast(void)
     CU_add_test(s, "kernels_agree", test_kernels_agree);
     CU_add_test(s, "random_files", test_random_files);
     CU_add_test(s, "block_boundaries", test_block_boundaries);
+    CU_add_test(s, "give_up", test_give_up);
     return 0;
 }

@@ -291,16 +291,20 @@ struct MrReader {
     /* csv/delimited fast path (reader_csv.c csv_fast): fields it delimits per record
      * (the last configured field index + 1), 0 when it cannot run (a multi-byte
      * separator, a field index of 64 or more, columns not resolved yet) or is
-     * switched off (mr_reader_csv_fast_off: tests compare with the record loop). */
+     * switched off (MR_CSV_FAST_OFF: tests compare with the record loop). */
     int csv_nfast;
-    int csv_fast_off;
+    int csv_fast_mode;        /* MR_CSV_FAST_* */
     int64_t csv_fast_records; /* records the fast path delivered (tests check it ran) */
 };
 
 /* Recompute r->csv_nfast from the spec and need[] (after plan_fields). */
 void mr_reader_csv_plan(MrReader *r);
-/* Tests only: off != 0 makes csv/delimited parsing take the record loop alone. */
-void mr_reader_csv_fast_off(MrReader *r, int off);
+
+/* Tests only: how csv/delimited parsing uses the fast path. AUTO (the default)
+ * gives it up for the rest of a buffer where it finds little to do; OFF: the record
+ * loop alone (the reference); ALWAYS: never given up (the most fast records). */
+enum { MR_CSV_FAST_AUTO = 0, MR_CSV_FAST_OFF, MR_CSV_FAST_ALWAYS };
+void mr_reader_csv_fast_mode(MrReader *r, int mode);
 
 /* The config key of a column, for messages ("rating" -> data.columns.rating). */
 extern const char *const mr_reader_col_key[MR_NCOLS];
@@ -343,26 +347,30 @@ int mr_reader_jsonl_parse(MrReader *r, const char *buf, size_t len, int64_t buf_
                           int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
                           void *userdata, size_t *consumed, int64_t *next_line, int *done);
 
-/* ctx: the format's per-call scanning state (an MrScan for csv, unused for jsonl). */
+/* ctx: the format's per-call scanning state (reader_csv.c: an MrScan, unused for
+ * jsonl). */
 typedef int (*MrRecScanFn)(MrReader *r, void *ctx, const char *buf, size_t len, size_t s,
                            int at_eof, MrRecord *rec, size_t *next, int64_t *nl);
 
-/* A format's fast path for runs of ordinary records (NULL: none): parses records
- * from buf[pos] while it can, delivering them to fn, and returns the position of
- * the first one it leaves to the record loop (pos itself when it parses none).
- * *line: the line of buf[pos], advanced past what it parsed; *rc: the callback's
- * non-zero value, when one stopped it. It must give exactly what the loop would
- * (records, offsets, lines), and stop before a record start >= stop_offset. */
-typedef size_t (*MrRecFastFn)(MrReader *r, const char *buf, size_t len, size_t pos,
+/* A format's fast path for runs of ordinary records (NULL: none), with its own
+ * state (ctx): parses records from buf[pos] while it can, delivering them to fn,
+ * and returns the position of the first one it leaves to the record loop (pos
+ * itself when it parses none). *line: the line of buf[pos], advanced past what it
+ * parsed; *rc: the callback's non-zero value, when one stopped it; *quit = 1: the
+ * loop is to stop there (done = 0) and let its caller go on without the fast
+ * path. It must give exactly what the loop would (records, offsets, lines), and
+ * stop before a record start >= stop_offset. */
+typedef size_t (*MrRecFastFn)(MrReader *r, void *ctx, const char *buf, size_t len, size_t pos,
                               int64_t buf_offset, int64_t stop_offset, int64_t *line,
-                              MrRecordFn fn, void *userdata, int *rc);
+                              MrRecordFn fn, void *userdata, int *rc, int *quit);
 
 /* The record loop of mr_reader_parse, instantiated once per format so that the
  * record scanner is called directly (and can be inlined) in the hot loop. */
 static inline int mr_reader_loop(MrReader *r, const char *buf, size_t len, int64_t buf_offset,
                                  int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
                                  void *userdata, size_t *consumed, int64_t *next_line, int *done,
-                                 MrRecScanFn scan, MrRecFastFn fast, void *ctx)
+                                 MrRecScanFn scan, void *ctx, MrRecFastFn fast,
+                                 void *fast_ctx, int *quit)
 {
     size_t pos = 0;
     int rc = 0;
@@ -374,8 +382,9 @@ static inline int mr_reader_loop(MrReader *r, const char *buf, size_t len, int64
         pos = 3;
     for (;;) {
         if (fast) {
-            pos = fast(r, buf, len, pos, buf_offset, stop_offset, &line, fn, userdata, &rc);
-            if (rc != 0)
+            pos = fast(r, fast_ctx, buf, len, pos, buf_offset, stop_offset, &line, fn, userdata,
+                       &rc, quit);
+            if (rc != 0 || *quit)
                 break;
         }
         if (pos >= len) {

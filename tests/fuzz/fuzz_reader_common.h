@@ -113,16 +113,17 @@ static int64_t fz_newlines(const char *p, size_t n)
     return nl;
 }
 
-/* The serial reference: header from the whole file, then one parse call. fast_off:
- * csv/delimited without the fast path (the record loop alone). */
+/* The serial reference: header from the whole file, then one parse call. fast:
+ * how csv/delimited parsing uses its fast path (MR_CSV_FAST_OFF: the record loop
+ * alone). */
 static int fz_parse_serial(const MrReaderSpec *spec, const char *buf, size_t len, FzRecs *out,
-                           int fast_off)
+                           int fast)
 {
     MrReader *r = NULL;
     MrErr e;
     if (mr_reader_create(&r, spec, &e) != MR_OK)
         abort(); /* the harness builds only valid specs */
-    mr_reader_csv_fast_off(r, fast_off);
+    mr_reader_csv_fast_mode(r, fast);
     int64_t ds = -1;
     int more = -1;
     int rc = mr_reader_header(r, "fuzz-input", buf, len, 1, &ds, &more, &e);
@@ -236,12 +237,15 @@ static void fz_compare(const FzRecs *a, int rca, const FzRecs *b, int rcb, const
 static void fz_check(const MrReaderSpec *spec, const uint8_t *ctl, const char *buf, size_t len)
 {
     FzRecs ser = {0}, par = {0};
-    int rs = fz_parse_serial(spec, buf, len, &ser, 0);
+    int rs = fz_parse_serial(spec, buf, len, &ser, MR_CSV_FAST_AUTO);
     if (spec->format != MR_FMT_JSONL) {
-        FzRecs loop = {0};
-        int rl = fz_parse_serial(spec, buf, len, &loop, 1);
+        FzRecs loop = {0}, always = {0};
+        int rl = fz_parse_serial(spec, buf, len, &loop, MR_CSV_FAST_OFF);
         fz_compare(&ser, rs, &loop, rl, "record loop alone (csv fast path off)");
+        int ra = fz_parse_serial(spec, buf, len, &always, MR_CSV_FAST_ALWAYS);
+        fz_compare(&ser, rs, &always, ra, "csv fast path never given up");
         fz_recs_free(&loop);
+        fz_recs_free(&always);
     }
     int P = 2 + (ctl[0] & 1);
     int64_t b[4];
