@@ -15,9 +15,9 @@
  * stops; with the fast path as parsing uses it (it gives up on buffers where it
  * finds little to do) and never given up (MR_CSV_FAST_ALWAYS). Buffers are
  * exact-size copies, so ASan sees any read past the end. The fast path must also
- * have delivered many records, else the comparison proves nothing. The block kernels compiled three ways (native, AVX2 without
- * AVX-512, SSE2 without BMI2: tests/variants/csvscan_*.c) must agree with the
- * plain-C reference.
+ * have delivered many records, else the comparison proves nothing. The block kernels compiled three
+ * ways (native, AVX2 without AVX-512, SSE2 without BMI2: tests/variants/csvscan_*.c) must agree
+ * with the plain-C reference.
  */
 #include <CUnit/CUnit.h>
 #include <stdint.h>
@@ -74,10 +74,10 @@ static void bputc(Buf *b, char c)
 /* ---- one parse call, everything it tells recorded ---- */
 
 typedef struct Run {
-    Buf rec;           /* every record serialized: offset, line, bad, fields */
-    Buf at;            /* size_t: where record i starts in rec */
-    Buf starts;        /* int64_t pairs: offset and line of record i */
-    int64_t stop_at;   /* the callback returns 5 on this record (0-based); -1 never */
+    Buf rec;            /* every record serialized: offset, line, bad, fields */
+    Buf at;             /* size_t: where record i starts in rec */
+    Buf starts;         /* int64_t pairs: offset and line of record i */
+    int64_t stop_at;    /* the callback returns 5 on this record (0-based); -1 never */
     int64_t nrec, fast; /* records, and how many the fast path delivered */
     int rc, done;
     size_t consumed;
@@ -119,9 +119,9 @@ static int on_rec(const MrRecord *x, void *ud)
 /* Parse buf (file bytes from buf_offset, on line `line`) with the fast path in
  * mode `fast` (MR_CSV_FAST_*). A header spec reads its header from file[0..flen)
  * first. */
-static void run(const MrReaderSpec *spec, int fast, const char *file, size_t flen,
-                const char *buf, size_t len, int64_t buf_offset, int64_t line, int64_t stop,
-                int at_eof, int64_t stop_at, Run *out)
+static void run(const MrReaderSpec *spec, int fast, const char *file, size_t flen, const char *buf,
+                size_t len, int64_t buf_offset, int64_t line, int64_t stop, int at_eof,
+                int64_t stop_at, Run *out)
 {
     memset(out, 0, sizeof *out);
     out->stop_at = stop_at;
@@ -200,8 +200,7 @@ static int64_t compare(const MrReaderSpec *spec, const char *file, size_t flen, 
     if (len)
         memcpy(copy, buf, len);
     Run f, a, s;
-    run(spec, MR_CSV_FAST_AUTO, file, flen, copy, len, buf_offset, line, stop, at_eof, stop_at,
-        &f);
+    run(spec, MR_CSV_FAST_AUTO, file, flen, copy, len, buf_offset, line, stop, at_eof, stop_at, &f);
     run(spec, MR_CSV_FAST_ALWAYS, file, flen, copy, len, buf_offset, line, stop, at_eof, stop_at,
         &a);
     run(spec, MR_CSV_FAST_OFF, file, flen, copy, len, buf_offset, line, stop, at_eof, stop_at, &s);
@@ -243,8 +242,7 @@ static void test_kernels_agree(void)
                     area[i] = x % 3 ? pick[(x >> 8) % sizeof pick] : (char)(x >> 16);
                 }
                 const char *p = area + it % 128;
-                MrCsvMasks ref = mr_csv_masks_c(p, s0, q), nat = mr_csv_masks(p, s0, q), a2,
-                           a1;
+                MrCsvMasks ref = mr_csv_masks_c(p, s0, q), nat = mr_csv_masks(p, s0, q), a2, a1;
                 k2 = csvscan_masks_avx2(p, s0, q, &a2);
                 k1 = csvscan_masks_sse2(p, s0, q, &a1);
                 kn = MR_CSV_MASKS_KIND;
@@ -257,8 +255,7 @@ static void test_kernels_agree(void)
                 CU_ASSERT(ok);
                 const MrCsvMasks *v[] = {&nat, &a2, &a1};
                 for (int k = 0; k < 3; k++) {
-                    int eq = v[k]->sep == ref.sep && v[k]->nl == ref.nl &&
-                             v[k]->quote == ref.quote;
+                    int eq = v[k]->sep == ref.sep && v[k]->nl == ref.nl && v[k]->quote == ref.quote;
                     if (!eq)
                         fprintf(stderr, "\nmasks differ: build %d, sep %02x quote %02x\n", k,
                                 (unsigned char)s0, (unsigned char)q);
@@ -297,19 +294,18 @@ typedef struct Dialect {
 } Dialect;
 
 static const Dialect dialects[] = {
-    {",", '"', 1},  {"\t", 0, 1}, {";", '\'', 1}, {"|", '"', 1},
-    {"\xa7", '"', 1}, /* a byte >= 0x80: signed compares */
-    {"::", '"', 0}, {"ab", 0, 0}, /* multi-byte: the letters are also field text */
+    {",", '"', 1},  {"\t", 0, 1},     {";", '\'', 1},
+    {"|", '"', 1},  {"\xa7", '"', 1}, /* a byte >= 0x80: signed compares */
+    {"::", '"', 0}, {"ab", 0, 0},     /* multi-byte: the letters are also field text */
 };
 
 /* Column layouts (field index per MR_COL_*, -1 = none). */
 static const int layouts[][MR_NCOLS] = {
-    {0, 1, 2, -1, 3},   /* the benchmark's user,item,rating,timestamp */
-    {2, 0, -1, 4, 6},   /* sparse and out of order */
-    {0, 0, -1, -1, -1}, /* one field, two columns */
-    {1, 5, -1, -1, -1},
-    {0, 63, -1, -1, -1}, /* the widest the fast path takes */
-    {0, 64, -1, -1, -1}, /* too wide: record loop only */
+    {0, 1, 2, -1, 3},                         /* the benchmark's user,item,rating,timestamp */
+    {2, 0, -1, 4, 6},                         /* sparse and out of order */
+    {0, 0, -1, -1, -1},                       /* one field, two columns */
+    {1, 5, -1, -1, -1},  {0, 63, -1, -1, -1}, /* the widest the fast path takes */
+    {0, 64, -1, -1, -1},                      /* too wide: record loop only */
 };
 
 static MrReaderSpec mkspec(const Dialect *d, const int *lay, int header)
@@ -344,8 +340,9 @@ static void put_text(Buf *b, uint64_t *st, size_t n)
 static size_t flen(uint64_t *st)
 {
     uint64_t x = rnd(st) % 100;
-    return x < 70 ? (size_t)(rnd(st) % 9) : x < 95 ? 9 + (size_t)(rnd(st) % 17)
-                                                   : 26 + (size_t)(rnd(st) % 50);
+    return x < 70   ? (size_t)(rnd(st) % 9)
+           : x < 95 ? 9 + (size_t)(rnd(st) % 17)
+                    : 26 + (size_t)(rnd(st) % 50);
 }
 
 /* A random file: ordinary records (minf or minf + 1 fields of random length, "\n"
@@ -489,8 +486,8 @@ static void check_file(const MrReaderSpec *s, const char *buf, size_t len, uint6
     }
     /* A callback that stops. */
     for (int k = 0; k < 4 && n > 0; k++)
-        compare(s, buf, len, d, dl, ds, line, INT64_MAX, 1, (int64_t)(rnd(st) % (uint64_t)n),
-                what, NULL);
+        compare(s, buf, len, d, dl, ds, line, INT64_MAX, 1, (int64_t)(rnd(st) % (uint64_t)n), what,
+                NULL);
     /* From record starts inside the file, with stop offsets and shorter buffers. */
     Run ref;
     run(s, MR_CSV_FAST_OFF, buf, len, d, dl, ds, line, INT64_MAX, 1, -1, &ref);
@@ -535,8 +532,8 @@ static void test_random_files(void)
                 CU_ASSERT_EQUAL(fast, 0);
             /* Layout 4 needs 64 fields: the fast path runs but never finds them. */
             if (can && li != 4 && fast * 4 < total) {
-                fprintf(stderr, "\ndialect %zu layout %zu: fast path took %lld of %lld\n", di,
-                        li, (long long)fast, (long long)total);
+                fprintf(stderr, "\ndialect %zu layout %zu: fast path took %lld of %lld\n", di, li,
+                        (long long)fast, (long long)total);
                 CU_FAIL("the fast path took fewer than a quarter of the records");
             }
         }

@@ -4,7 +4,9 @@
  * The scanners find the first of one to three byte values with 16/32-byte vector
  * compares (SSE2 is always there on x86-64, AVX2 when the build targets it) and a
  * plain loop for the last few bytes and for other architectures. They never read
- * past `end`, so a caller may hand them any slice of a buffer.
+ * past `end`, so a caller may hand them any slice of a buffer. The csv fast path's
+ * block kernel (mr_csv_masks) is the exception: it reads exactly 64 bytes, with
+ * AVX-512BW when the build targets it, and its caller keeps it inside the buffer.
  */
 #ifndef MPIREC_READER_IMPL_H
 #define MPIREC_READER_IMPL_H
@@ -361,16 +363,16 @@ typedef int (*MrRecScanFn)(MrReader *r, void *ctx, const char *buf, size_t len, 
  * path. It must give exactly what the loop would (records, offsets, lines), and
  * stop before a record start >= stop_offset. */
 typedef size_t (*MrRecFastFn)(MrReader *r, void *ctx, const char *buf, size_t len, size_t pos,
-                              int64_t buf_offset, int64_t stop_offset, int64_t *line,
-                              MrRecordFn fn, void *userdata, int *rc, int *quit);
+                              int64_t buf_offset, int64_t stop_offset, int64_t *line, MrRecordFn fn,
+                              void *userdata, int *rc, int *quit);
 
 /* The record loop of mr_reader_parse, instantiated once per format so that the
  * record scanner is called directly (and can be inlined) in the hot loop. */
 static inline int mr_reader_loop(MrReader *r, const char *buf, size_t len, int64_t buf_offset,
                                  int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
                                  void *userdata, size_t *consumed, int64_t *next_line, int *done,
-                                 MrRecScanFn scan, void *ctx, MrRecFastFn fast,
-                                 void *fast_ctx, int *quit)
+                                 MrRecScanFn scan, void *ctx, MrRecFastFn fast, void *fast_ctx,
+                                 int *quit)
 {
     size_t pos = 0;
     int rc = 0;
