@@ -382,8 +382,8 @@ static inline __attribute__((always_inline)) int csv_scan(MrReader *r, void *ctx
  * configured field. The record loop does everything else (the records this stops
  * at, the last 63 bytes of buf, whose block would read past buf), so behaviour is
  * that loop's by construction. Sets *rc to the callback's non-zero value, that
- * record counted as parsed, like the loop. Noinline: a call per record in the
- * inlined record loop is cheaper than its registers spilled. */
+ * record counted as parsed, like the loop. Noinline: it is called once per run of
+ * records, and inlined into the record loop it would take that loop's registers. */
 static __attribute__((noinline)) size_t csv_fast_run(MrReader *r, CsvFast *x, const char *buf,
                                                      size_t len, size_t pos, int64_t buf_offset,
                                                      int64_t stop_offset, int64_t *line_io,
