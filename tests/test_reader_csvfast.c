@@ -37,6 +37,10 @@ const char *csvscan_masks_sse2(const char *p, char s0, char q, MrCsvMasks *out);
 int csvscan_select_sse2(uint64_t x, int n);
 int csvscan_has_pdep_sse2(void);
 
+/* Whether the fast path runs at all in this build (reader_csv.c: not without
+ * vector compares); the counts of fast records are checked only where it does. */
+#define VEC (strcmp(MR_CSV_MASKS_KIND, "c") != 0)
+
 static uint64_t rnd(uint64_t *st)
 {
     return mr_splitmix64((*st)++);
@@ -527,7 +531,7 @@ static void test_random_files(void)
                 check_file(&s, b.p, b.n, &st, small, what, &fast, &total);
                 free(b.p);
             }
-            const int can = dialects[di].fast && layouts[li][1] < 64;
+            const int can = VEC && dialects[di].fast && layouts[li][1] < 64;
             if (!can)
                 CU_ASSERT_EQUAL(fast, 0);
             /* Layout 4 needs 64 fields: the fast path runs but never finds them. */
@@ -581,6 +585,8 @@ static void test_block_boundaries(void)
             char what[64];
             snprintf(what, sizeof what, "shift %d crlf %d", shift, crlf);
             int64_t got = compare(&s, b.p, b.n, b.p, b.n, 0, 1, INT64_MAX, 1, -1, what, NULL);
+            if (!VEC)
+                want = 0;
             CU_ASSERT_EQUAL(got, want);
             if (got != want)
                 fprintf(stderr, "\n%s: fast path took %lld records, expected %lld\n", what,
@@ -619,7 +625,7 @@ static void test_give_up(void)
     run(&s, MR_CSV_FAST_AUTO, b.p, b.n, b.p, b.n, 0, 1, INT64_MAX, 1, -1, &a);
     run(&s, MR_CSV_FAST_ALWAYS, b.p, b.n, b.p, b.n, 0, 1, INT64_MAX, 1, -1, &f);
     CU_ASSERT_EQUAL(a.fast, 0);
-    CU_ASSERT(f.fast >= 190);
+    CU_ASSERT(f.fast >= 190 || !VEC);
     run_free(&a);
     run_free(&f);
     compare(&s, b.p, b.n, b.p, b.n, 0, 1, INT64_MAX, 1, -1, "give up", NULL);
@@ -628,7 +634,7 @@ static void test_give_up(void)
     /* The ordinary part alone: all but the last 63 bytes' records go fast. */
     run(&s, MR_CSV_FAST_AUTO, b.p, b.n, b.p + switch_at, b.n - switch_at, (int64_t)switch_at, 101,
         INT64_MAX, 1, -1, &a);
-    CU_ASSERT(a.fast >= 195);
+    CU_ASSERT(a.fast >= 195 || !VEC);
     run_free(&a);
     free(b.p);
 }

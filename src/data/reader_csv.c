@@ -478,7 +478,12 @@ csv_fast(MrReader *r, void *ctx, const char *buf, size_t len, size_t pos, int64_
 void mr_reader_csv_plan(MrReader *r)
 {
     const int last = r->nneed > 0 ? r->need[r->nneed - 1] : -1;
-    r->csv_nfast = r->spec.format != MR_FMT_JSONL && r->spec.sep_len == 1 && last >= 0 &&
+#if defined(MR_VW) || defined(__AVX512BW__)
+    const int vec = 1;
+#else
+    const int vec = 0;
+#endif
+    r->csv_nfast = vec && r->spec.format != MR_FMT_JSONL && r->spec.sep_len == 1 && last >= 0 &&
                            last < 64 && r->csv_fast_mode != MR_CSV_FAST_OFF
                        ? last + 1
                        : 0;

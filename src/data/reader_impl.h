@@ -200,8 +200,8 @@ static inline const char *mr_scan_after(MrScan *s)
  * (`quote` is 0 when q is 0: no quoting). Reads exactly p[0..63]. Three versions
  * that must give the same masks: AVX-512BW (one compare per mask into a mask
  * register), the 16/32-byte vectors above, and plain C (the reference, and what
- * other architectures get); tests/test_reader.c compares them, and
- * tests/variants/csvscan_avx2.c compiles the vector one without AVX-512. */
+ * other architectures get); tests/test_reader_csvfast.c compares them, with the
+ * AVX2 and SSE2 ones compiled apart (tests/variants/csvscan_*.c). */
 typedef struct MrCsvMasks {
     uint64_t sep, nl, quote;
 } MrCsvMasks;
@@ -299,7 +299,9 @@ struct MrReader {
     int64_t csv_fast_records; /* records the fast path delivered (tests check it ran) */
 };
 
-/* Recompute r->csv_nfast from the spec and need[] (after plan_fields). */
+/* Recompute r->csv_nfast from the spec and need[] (after plan_fields). Without
+ * vector compares (neither SSE2 nor AVX-512BW) the fast path is off: a 64-byte
+ * plain-C block per record is unlikely to beat the record loop (not measured). */
 void mr_reader_csv_plan(MrReader *r);
 
 /* Tests only: how csv/delimited parsing uses the fast path. AUTO (the default)
