@@ -484,7 +484,7 @@ static void check_file(const MrReaderSpec *s, const char *buf, size_t len, uint6
     *fast += compare(s, buf, len, d, dl, ds, line, INT64_MAX, 1, -1, what, &n);
     *total += n;
     /* Every buffer end (or a sample), at_eof or not. */
-    for (size_t l = 0; l <= dl; l += every_prefix ? 1 : 1 + rnd(st) % 23) {
+    for (size_t l = 0; l <= dl; l += every_prefix ? 1 : 1 + rnd(st) % 95) {
         compare(s, buf, len, d, l, ds, line, INT64_MAX, 0, -1, what, NULL);
         compare(s, buf, len, d, l, ds, line, INT64_MAX, 1, -1, what, NULL);
     }
