@@ -253,11 +253,12 @@ static inline MrCsvMasks mr_csv_masks(const char *p, char s0, char q)
 
 /* Position of set bit n (0-based) of x, which has more than n bits set, given
  * bit = 1 << n. BMI2's pdep deposits that bit onto the n-th set bit of x in one
- * instruction (fast on Zen 3+ and Intel; microcoded on Zen 1/2, still correct);
- * otherwise n bits are cleared. */
+ * instruction (fast on Zen 3+ and Intel; microcoded, tens of cycles, on Zen 1/2,
+ * which -march=native names, so those clear n bits instead, as does any CPU
+ * without BMI2). */
 static inline int mr_bit_deposit(uint64_t x, uint64_t bit)
 {
-#if defined(__BMI2__)
+#if defined(__BMI2__) && !defined(__znver1__) && !defined(__znver2__)
     return __builtin_ctzll(_pdep_u64(bit, x));
 #else
     for (; bit > 1; bit >>= 1)

@@ -27,7 +27,7 @@ int CSVSCAN_NAME(csvscan_select)(uint64_t x, int n)
 
 int CSVSCAN_NAME(csvscan_has_pdep)(void)
 {
-#if defined(__BMI2__)
+#if defined(__BMI2__) && !defined(__znver1__) && !defined(__znver2__)
     return 1;
 #else
     return 0;
