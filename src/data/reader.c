@@ -71,6 +71,7 @@ static void plan_fields(MrReader *r)
         for (int i = 0; i < r->nneed; i++)
             if (r->col_idx[c] >= 0 && r->need[i] == r->col_idx[c])
                 r->col_slot[c] = i;
+    mr_reader_csv_plan(r);
 }
 
 int mr_reader_create(MrReader **out, const MrReaderSpec *spec, MrErr *e)

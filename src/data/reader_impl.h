@@ -4,7 +4,9 @@
  * The scanners find the first of one to three byte values with 16/32-byte vector
  * compares (SSE2 is always there on x86-64, AVX2 when the build targets it) and a
  * plain loop for the last few bytes and for other architectures. They never read
- * past `end`, so a caller may hand them any slice of a buffer.
+ * past `end`, so a caller may hand them any slice of a buffer. The csv fast path's
+ * block kernel (mr_csv_masks) is the exception: it reads exactly 64 bytes, with
+ * AVX-512BW when the build targets it, and its caller keeps it inside the buffer.
  */
 #ifndef MPIREC_READER_IMPL_H
 #define MPIREC_READER_IMPL_H
@@ -15,8 +17,11 @@
 
 #include "mpirec/reader.h"
 
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__AVX512BW__) || defined(__BMI2__)
 #include <immintrin.h>
+#endif
+
+#if defined(__AVX2__)
 #define MR_VW 32
 typedef __m256i MrVec;
 static inline MrVec mr_vsplat(char c)
@@ -190,6 +195,83 @@ static inline const char *mr_scan_after(MrScan *s)
     return mr_scan_next(s, s->base + 64);
 }
 
+/* The csv fast path's view of one 64-byte block at p: bit i of `sep`, `nl` and
+ * `quote` is set when p[i] is the separator's first byte, '\n' and the quote
+ * (`quote` is 0 when q is 0: no quoting). Reads exactly p[0..63]. Three versions
+ * that must give the same masks: AVX-512BW (one compare per mask into a mask
+ * register), the 16/32-byte vectors above, and plain C (the reference, and what
+ * other architectures get); tests/test_reader_csvfast.c compares them, with the
+ * AVX2 and SSE2 ones compiled apart (tests/variants/csvscan_*.c). */
+typedef struct MrCsvMasks {
+    uint64_t sep, nl, quote;
+} MrCsvMasks;
+
+static inline MrCsvMasks mr_csv_masks_c(const char *p, char s0, char q)
+{
+    MrCsvMasks m = {0, 0, 0};
+    for (int i = 0; i < 64; i++) {
+        m.sep |= (uint64_t)(p[i] == s0) << i;
+        m.nl |= (uint64_t)(p[i] == '\n') << i;
+        m.quote |= (uint64_t)(q && p[i] == q) << i;
+    }
+    return m;
+}
+
+#if defined(__AVX512BW__)
+#define MR_CSV_MASKS_KIND "avx512bw"
+#elif defined(MR_VW)
+#define MR_CSV_MASKS_KIND (MR_VW == 32 ? "avx2" : "sse2")
+#else
+#define MR_CSV_MASKS_KIND "c"
+#endif
+
+static inline MrCsvMasks mr_csv_masks(const char *p, char s0, char q)
+{
+#if defined(__AVX512BW__)
+    const __m512i x = _mm512_loadu_si512((const void *)p);
+    /* Without quoting q is 0 and would match NUL bytes: the AND drops those. */
+    const uint64_t qon = q ? ~0ULL : 0;
+    return (MrCsvMasks){_mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(s0)),
+                        _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('\n')),
+                        _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(q)) & qon};
+#elif defined(MR_VW)
+    const MrVec vs = mr_vsplat(s0), vn = mr_vsplat('\n'), vq = mr_vsplat(q);
+    MrCsvMasks m = {0, 0, 0};
+    for (int i = 0; i < 64; i += MR_VW) {
+        MrVec x = mr_vload(p + i);
+        m.sep |= (uint64_t)mr_vmask(mr_veq(x, vs)) << i;
+        m.nl |= (uint64_t)mr_vmask(mr_veq(x, vn)) << i;
+        m.quote |= (uint64_t)mr_vmask(mr_veq(x, vq)) << i;
+    }
+    if (!q)
+        m.quote = 0;
+    return m;
+#else
+    return mr_csv_masks_c(p, s0, q);
+#endif
+}
+
+/* Position of set bit n (0-based) of x, which has more than n bits set, given
+ * bit = 1 << n. BMI2's pdep deposits that bit onto the n-th set bit of x in one
+ * instruction (fast on Zen 3+ and Intel; microcoded, tens of cycles, on Zen 1/2,
+ * which -march=native names, so those clear n bits instead, as does any CPU
+ * without BMI2). */
+static inline int mr_bit_deposit(uint64_t x, uint64_t bit)
+{
+#if defined(__BMI2__) && !defined(__znver1__) && !defined(__znver2__)
+    return __builtin_ctzll(_pdep_u64(bit, x));
+#else
+    for (; bit > 1; bit >>= 1)
+        x &= x - 1;
+    return __builtin_ctzll(x);
+#endif
+}
+
+static inline int mr_bit_select(uint64_t x, int n)
+{
+    return mr_bit_deposit(x, 1ULL << n);
+}
+
 static inline const char *mr_find1(const char *p, const char *end, char a)
 {
     const char *x = p < end ? memchr(p, a, (size_t)(end - p)) : NULL;
@@ -209,7 +291,25 @@ struct MrReader {
     char *scratch;             /* unescaped field bytes of the current record */
     size_t scratch_cap;
     char reason[MR_REASON_SIZE]; /* bad_reason text of the current record */
+    /* csv/delimited fast path (reader_csv.c csv_fast): fields it delimits per record
+     * (the last configured field index + 1), 0 when it cannot run (a multi-byte
+     * separator, a field index of 64 or more, columns not resolved yet) or is
+     * switched off (MR_CSV_FAST_OFF: tests compare with the record loop). */
+    int csv_nfast;
+    int csv_fast_mode;        /* MR_CSV_FAST_* */
+    int64_t csv_fast_records; /* records the fast path delivered (tests check it ran) */
 };
+
+/* Recompute r->csv_nfast from the spec and need[] (after plan_fields). Without
+ * vector compares (neither SSE2 nor AVX-512BW) the fast path is off: a 64-byte
+ * plain-C block per record is unlikely to beat the record loop (not measured). */
+void mr_reader_csv_plan(MrReader *r);
+
+/* Tests only: how csv/delimited parsing uses the fast path. AUTO (the default)
+ * gives it up for the rest of a buffer where it finds little to do; OFF: the record
+ * loop alone (the reference); ALWAYS: never given up (the most fast records). */
+enum { MR_CSV_FAST_AUTO = 0, MR_CSV_FAST_OFF, MR_CSV_FAST_ALWAYS };
+void mr_reader_csv_fast_mode(MrReader *r, int mode);
 
 /* The config key of a column, for messages ("rating" -> data.columns.rating). */
 extern const char *const mr_reader_col_key[MR_NCOLS];
@@ -252,16 +352,30 @@ int mr_reader_jsonl_parse(MrReader *r, const char *buf, size_t len, int64_t buf_
                           int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
                           void *userdata, size_t *consumed, int64_t *next_line, int *done);
 
-/* ctx: the format's per-call scanning state (an MrScan for csv, unused for jsonl). */
+/* ctx: the format's per-call scanning state (reader_csv.c: an MrScan, unused for
+ * jsonl). */
 typedef int (*MrRecScanFn)(MrReader *r, void *ctx, const char *buf, size_t len, size_t s,
                            int at_eof, MrRecord *rec, size_t *next, int64_t *nl);
+
+/* A format's fast path for runs of ordinary records (NULL: none), with its own
+ * state (ctx): parses records from buf[pos] while it can, delivering them to fn,
+ * and returns the position of the first one it leaves to the record loop (pos
+ * itself when it parses none). *line: the line of buf[pos], advanced past what it
+ * parsed; *rc: the callback's non-zero value, when one stopped it; *quit = 1: the
+ * loop is to stop there (done = 0) and let its caller go on without the fast
+ * path. It must give exactly what the loop would (records, offsets, lines), and
+ * stop before a record start >= stop_offset. */
+typedef size_t (*MrRecFastFn)(MrReader *r, void *ctx, const char *buf, size_t len, size_t pos,
+                              int64_t buf_offset, int64_t stop_offset, int64_t *line, MrRecordFn fn,
+                              void *userdata, int *rc, int *quit);
 
 /* The record loop of mr_reader_parse, instantiated once per format so that the
  * record scanner is called directly (and can be inlined) in the hot loop. */
 static inline int mr_reader_loop(MrReader *r, const char *buf, size_t len, int64_t buf_offset,
                                  int64_t line, int64_t stop_offset, int at_eof, MrRecordFn fn,
                                  void *userdata, size_t *consumed, int64_t *next_line, int *done,
-                                 MrRecScanFn scan, void *ctx)
+                                 MrRecScanFn scan, void *ctx, MrRecFastFn fast, void *fast_ctx,
+                                 int *quit)
 {
     size_t pos = 0;
     int rc = 0;
@@ -272,6 +386,12 @@ static inline int mr_reader_loop(MrReader *r, const char *buf, size_t len, int64
         (unsigned char)buf[1] == 0xBB && (unsigned char)buf[2] == 0xBF)
         pos = 3;
     for (;;) {
+        if (fast) {
+            pos = fast(r, fast_ctx, buf, len, pos, buf_offset, stop_offset, &line, fn, userdata,
+                       &rc, quit);
+            if (rc != 0 || *quit)
+                break;
+        }
         if (pos >= len) {
             if (at_eof || buf_offset + (int64_t)pos >= stop_offset)
                 *done = 1;

@@ -559,5 +559,5 @@ int mr_reader_jsonl_parse(MrReader *r, const char *buf, size_t len, int64_t buf_
                           void *userdata, size_t *consumed, int64_t *next_line, int *done)
 {
     return mr_reader_loop(r, buf, len, buf_offset, line, stop_offset, at_eof, fn, userdata,
-                          consumed, next_line, done, jsonl_record, NULL);
+                          consumed, next_line, done, jsonl_record, NULL, NULL, NULL, NULL);
 }

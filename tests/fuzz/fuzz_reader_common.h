@@ -6,9 +6,11 @@
  * bad reason and column, every field's kind and bytes), the parse that
  * data/ingest.c's driver recipe gives with the file cut into 2 or 3 byte ranges
  * at fuzzer-chosen points and read through small windows that double when a
- * record does not fit (reader.h). Any difference is a finding (abort). Each good
- * record's rating and timestamp go through the strict number and date parsers and
- * its text through the tokenizer, as ingestion does.
+ * record does not fit (reader.h); for csv/delimited also the serial parse without
+ * the fast path (reader_csv.c csv_fast), i.e. the record loop alone. Any difference
+ * is a finding (abort). Each good record's rating and timestamp go through the
+ * strict number and date parsers and its text through the tokenizer, as
+ * ingestion does.
  */
 #ifndef MPIREC_FUZZ_READER_COMMON_H
 #define MPIREC_FUZZ_READER_COMMON_H
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/reader_impl.h"
 #include "mpirec/dataset.h"
 #include "mpirec/reader.h"
 #include "mpirec/text.h"
@@ -110,13 +113,17 @@ static int64_t fz_newlines(const char *p, size_t n)
     return nl;
 }
 
-/* The serial reference: header from the whole file, then one parse call. */
-static int fz_parse_serial(const MrReaderSpec *spec, const char *buf, size_t len, FzRecs *out)
+/* The serial reference: header from the whole file, then one parse call. fast:
+ * how csv/delimited parsing uses its fast path (MR_CSV_FAST_OFF: the record loop
+ * alone). */
+static int fz_parse_serial(const MrReaderSpec *spec, const char *buf, size_t len, FzRecs *out,
+                           int fast)
 {
     MrReader *r = NULL;
     MrErr e;
     if (mr_reader_create(&r, spec, &e) != MR_OK)
         abort(); /* the harness builds only valid specs */
+    mr_reader_csv_fast_mode(r, fast);
     int64_t ds = -1;
     int more = -1;
     int rc = mr_reader_header(r, "fuzz-input", buf, len, 1, &ds, &more, &e);
@@ -214,14 +221,13 @@ static int fz_parse_ranges(const MrReaderSpec *spec, const char *buf, size_t len
 static void fz_compare(const FzRecs *a, int rca, const FzRecs *b, int rcb, const char *what)
 {
     if (rca != rcb || a->n != b->n) {
-        fprintf(stderr, "%s: serial gave code %d and %zu records, sharded %d and %zu\n", what, rca,
+        fprintf(stderr, "%s: serial gave code %d and %zu records, this %d and %zu\n", what, rca,
                 a->n, rcb, b->n);
         abort();
     }
     for (size_t i = 0; i < a->n; i++)
         if (a->h[i] != b->h[i]) {
-            fprintf(stderr, "%s: record %zu differs between the serial and the sharded parse\n",
-                    what, i);
+            fprintf(stderr, "%s: record %zu differs from the serial parse\n", what, i);
             abort();
         }
 }
@@ -231,7 +237,16 @@ static void fz_compare(const FzRecs *a, int rca, const FzRecs *b, int rcb, const
 static void fz_check(const MrReaderSpec *spec, const uint8_t *ctl, const char *buf, size_t len)
 {
     FzRecs ser = {0}, par = {0};
-    int rs = fz_parse_serial(spec, buf, len, &ser);
+    int rs = fz_parse_serial(spec, buf, len, &ser, MR_CSV_FAST_AUTO);
+    if (spec->format != MR_FMT_JSONL) {
+        FzRecs loop = {0}, always = {0};
+        int rl = fz_parse_serial(spec, buf, len, &loop, MR_CSV_FAST_OFF);
+        fz_compare(&ser, rs, &loop, rl, "record loop alone (csv fast path off)");
+        int ra = fz_parse_serial(spec, buf, len, &always, MR_CSV_FAST_ALWAYS);
+        fz_compare(&ser, rs, &always, ra, "csv fast path never given up");
+        fz_recs_free(&loop);
+        fz_recs_free(&always);
+    }
     int P = 2 + (ctl[0] & 1);
     int64_t b[4];
     b[0] = 0;
