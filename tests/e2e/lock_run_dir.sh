@@ -42,7 +42,9 @@ wait_step 3 || bad "job A made no progress"
 # (not the lowest pid: under load or after pid wrap-around that need not be rank 0)
 a0=
 for c in $(cat /proc/"$LPID"/task/*/children); do
-    if tr '\0' '\n' < /proc/"$c"/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0"; then
+    # grep -z reads the NUL-separated environment itself: no pipe (with pipefail, a
+    # `tr | grep -q` fails when grep exits before tr has written a large environment)
+    if grep -qzx "OMPI_COMM_WORLD_RANK=0" /proc/"$c"/environ 2>/dev/null; then
         a0=$c
     fi
 done

@@ -22,7 +22,8 @@ S="--config $SRC/configs/synthetic.json --set data.path=$T/syn.csv --set train.b
 rank_pid() { # MPIRUN_PID RANK: pid of that rank (from its environment)
     local p
     for p in $(pgrep -P "$1"); do
-        if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+        # no pipe: with pipefail, `tr | grep -q` fails when grep exits first
+        if grep -qzx "OMPI_COMM_WORLD_RANK=$2" "/proc/$p/environ" 2> /dev/null; then
             echo "$p"
             return 0
         fi
