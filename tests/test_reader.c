@@ -127,24 +127,6 @@ static int tl_is(const TList *l, size_t i, int c, const char *s, size_t n, MrVal
 #define FIELD_IS(l, i, c, lit)      tl_is(l, i, c, lit, sizeof lit - 1, MR_VAL_TEXT)
 #define FIELD_KIND(l, i, c, lit, k) tl_is(l, i, c, lit, sizeof lit - 1, k)
 
-/* Print an input with its control and non-ASCII bytes escaped (failure reports). */
-static void dump_input(const char *what, const char *buf, size_t len)
-{
-    fprintf(stderr, "%s input (%zu bytes): \"", what, len);
-    for (size_t i = 0; i < len && i < 2000; i++) {
-        unsigned char c = (unsigned char)buf[i];
-        if (c == '\n')
-            fputs("\\n", stderr);
-        else if (c == '\r')
-            fputs("\\r", stderr);
-        else if (c < 0x20 || c >= 0x7f)
-            fprintf(stderr, "\\x%02x", c);
-        else
-            fputc(c, stderr);
-    }
-    fputs("\"\n", stderr);
-}
-
 /* Same records, byte for byte; prints the first difference. */
 static int tl_equal(const TList *a, const TList *b, const char *what)
 {
@@ -369,7 +351,7 @@ static void check_all_splits(const MrReaderSpec *spec, const char *buf, size_t l
             }
     }
     if (!all_ok)
-        dump_input(what, buf, len);
+        test_dump_bytes(what, buf, len);
     tl_free(&ser);
 }
 
@@ -1371,7 +1353,7 @@ static void test_generated_csv_all_splits(void)
             int ok = tl_equal(&g.truth, &ser, what);
             CU_ASSERT(ok);
             if (!ok)
-                dump_input(what, g.buf, g.len);
+                test_dump_bytes(what, g.buf, g.len);
             check_all_splits(&s, g.buf, g.len, what);
             tl_free(&ser);
             tl_free(&g.truth);

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "data/reader_impl.h"
+#include "test_util.h"
 #include "mpirec/hash.h"
 #include "mpirec/reader.h"
 
@@ -146,23 +147,6 @@ static void run(const MrReaderSpec *spec, int fast, const char *file, size_t fle
     mr_reader_destroy(&r);
 }
 
-static void dump(const char *what, const char *buf, size_t len)
-{
-    fprintf(stderr, "%s (%zu bytes): \"", what, len);
-    for (size_t i = 0; i < len && i < 3000; i++) {
-        unsigned char c = (unsigned char)buf[i];
-        if (c == '\n')
-            fputs("\\n", stderr);
-        else if (c == '\r')
-            fputs("\\r", stderr);
-        else if (c < 0x20 || c >= 0x7f)
-            fprintf(stderr, "\\x%02x", c);
-        else
-            fputc(c, stderr);
-    }
-    fputs("\"\n", stderr);
-}
-
 /* Same outcome, byte for byte; prints the first difference. */
 static int same(const Run *a, const Run *b, const char *what, const char *buf, size_t len)
 {
@@ -185,7 +169,7 @@ static int same(const Run *a, const Run *b, const char *what, const char *buf, s
                 what, a->rc, b->rc, a->done, b->done, a->consumed, b->consumed,
                 (long long)a->next_line, (long long)b->next_line, (long long)a->nrec,
                 (long long)b->nrec, (long long)i);
-        dump("  input", buf, len);
+        test_dump_bytes("  input", buf, len);
     }
     return ok;
 }

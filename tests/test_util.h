@@ -25,6 +25,25 @@ extern MrComm *g_test_comm;
 /* Directory of the real datasets (../shared/data beside the project), from the
  * MPIREC_DATA environment variable that CTest sets. Aborts the test run loudly
  * when it is missing: these tests must not pass by skipping. */
+/* Print an input to stderr with its control and non-ASCII bytes escaped (the
+ * first 3000 bytes; for failure reports). */
+static inline void test_dump_bytes(const char *what, const char *buf, size_t len)
+{
+    fprintf(stderr, "%s (%zu bytes): \"", what, len);
+    for (size_t i = 0; i < len && i < 3000; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if (c == '\n')
+            fputs("\\n", stderr);
+        else if (c == '\r')
+            fputs("\\r", stderr);
+        else if (c < 0x20 || c >= 0x7f)
+            fprintf(stderr, "\\x%02x", c);
+        else
+            fputc(c, stderr);
+    }
+    fputs("\"\n", stderr);
+}
+
 static inline const char *test_data_dir(void)
 {
     const char *d = getenv("MPIREC_DATA");
