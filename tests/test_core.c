@@ -4,6 +4,7 @@
 #include <CUnit/CUnit.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "mpirec/err.h"
 #include "mpirec/hash.h"
@@ -155,6 +156,74 @@ static void test_strtab_near_misses(void)
 }
 
 
+/* The batch interning (pair probes, hashes computed ahead, growth in the middle
+ * of a batch) gives the same ids as one intern at a time, and the hashes it hands
+ * back are mr_strhash's. The strings share prefixes (a 3-letter alphabet), repeat,
+ * include the near misses above at every length 0..40, and outnumber the initial
+ * table many times over, so that probes go past their home pair. */
+static void test_strtab_batch(void)
+{
+    enum { DISTINCT = 20000, DRAWS = 60000, MAXLEN = 40 };
+    char *pool = malloc((size_t)DISTINCT * MAXLEN);
+    uint32_t *plen = malloc(DISTINCT * sizeof *plen);
+    const char **p = malloc(DRAWS * sizeof *p);
+    uint32_t *len = malloc(DRAWS * sizeof *len), *ids = malloc(DRAWS * sizeof *ids);
+    uint64_t *hs = malloc(DRAWS * sizeof *hs);
+    CU_ASSERT_FATAL(pool && plen && p && len && ids && hs);
+    uint64_t x = 12345;
+    for (int k = 0; k < DISTINCT; k++) {
+        char *q = pool + (size_t)k * MAXLEN;
+        if (k < 41 * 4) {
+            char s[48];
+            near_miss(s, sizeof s, (size_t)(k / 4), k % 4);
+            plen[k] = (uint32_t)(k / 4);
+            memcpy(q, s, plen[k]);
+        } else {
+            x = mr_splitmix64(x);
+            plen[k] = (uint32_t)(x % (MAXLEN + 1));
+            for (uint32_t j = 0; j < plen[k]; j++) {
+                x = mr_splitmix64(x);
+                q[j] = "abc"[x % 3];
+            }
+        }
+    }
+    for (int i = 0; i < DRAWS; i++) {
+        x = mr_splitmix64(x);
+        int k = (int)(x % DISTINCT);
+        p[i] = pool + (size_t)k * MAXLEN;
+        len[i] = plen[k];
+    }
+    MrStrTab a, b;
+    CU_ASSERT_EQUAL_FATAL(mr_strtab_init(&a, 4), 0);
+    CU_ASSERT_EQUAL_FATAL(mr_strtab_init(&b, 4), 0);
+    const int64_t sizes[] = {1, 7, 2048, 5000, DRAWS};
+    for (int64_t i = 0, s = 0; i < DRAWS; s++) {
+        int64_t m = sizes[s % 5] < DRAWS - i ? sizes[s % 5] : DRAWS - i;
+        CU_ASSERT_EQUAL_FATAL(mr_strtab_intern_batch(&a, m, p + i, len + i, ids + i, hs + i), 0);
+        i += m;
+    }
+    int bad_id = 0, bad_hash = 0, bad_find = 0;
+    for (int i = 0; i < DRAWS; i++) {
+        uint64_t h = mr_strhash(p[i], len[i]);
+        bad_hash += hs[i] != h;
+        bad_id += (int64_t)ids[i] != mr_strtab_intern(&b, p[i], len[i], h, NULL);
+        bad_find += mr_strtab_find(&a, p[i], len[i], h) != (int64_t)ids[i];
+    }
+    CU_ASSERT_EQUAL(bad_id, 0);
+    CU_ASSERT_EQUAL(bad_hash, 0);
+    CU_ASSERT_EQUAL(bad_find, 0);
+    CU_ASSERT_EQUAL(a.n, b.n);
+    CU_ASSERT(a.n > 1000); /* the pool really has many distinct strings */
+    mr_strtab_free(&a);
+    mr_strtab_free(&b);
+    free(pool);
+    free(plen);
+    free(p);
+    free(len);
+    free(ids);
+    free(hs);
+}
+
 int add_suite_core(void)
 {
     CU_pSuite s = CU_add_suite("core", NULL, NULL);
@@ -167,5 +236,6 @@ int add_suite_core(void)
     CU_add_test(s, "err", test_err);
     CU_add_test(s, "strhash_tail", test_strhash_tail);
     CU_add_test(s, "strtab_near_misses", test_strtab_near_misses);
+    CU_add_test(s, "strtab_batch", test_strtab_batch);
     return 0;
 }

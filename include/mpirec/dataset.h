@@ -45,7 +45,8 @@ typedef struct MrDataset {
     int64_t *user;            /* [n] user vocabulary id, 0 = OOV */
     int64_t *item;            /* [n] item vocabulary id, 0 = OOV */
     float *rating;            /* [n] */
-    double *ts;               /* [n] timestamps (seconds), NULL when no timestamp column */
+    double *ts;               /* [n] timestamps (seconds); NULL without a timestamp column
+                               * or unless split.kind is temporal */
     int64_t *tok_off;         /* [n + 1] token list of record i: tok[tok_off[i] .. tok_off[i+1]) */
     int32_t *tok;             /* token ids >= 1 (1 = OOV); NULL without text */
     uint8_t *is_test;         /* [n] */

@@ -49,10 +49,11 @@ void mr_strtab_free(MrStrTab *t);
 uint64_t mr_strhash(const char *p, size_t n);
 /* Id of the string, inserting it if new. -1 when out of memory. *is_new may be NULL. */
 int64_t mr_strtab_intern(MrStrTab *t, const char *p, size_t n, uint64_t h, int *is_new);
-/* Intern n strings (hashes computed here); ids[i] gets each id. Returns 0, or -1
- * when out of memory. Faster than n single calls on large tables. */
+/* Intern n strings (hashes computed here); ids[i] gets each id, and hashes[i]
+ * (when hashes is not NULL) its mr_strhash. Returns 0, or -1 when out of memory.
+ * Faster than n single calls on large tables. */
 int mr_strtab_intern_batch(MrStrTab *t, int64_t n, const char *const *p, const uint32_t *len,
-                           uint32_t *ids);
+                           uint32_t *ids, uint64_t *hashes);
 /* Id of the string or -1 if absent. */
 int64_t mr_strtab_find(const MrStrTab *t, const char *p, size_t n, uint64_t h);
 

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,7 @@
 #include "mpirec/strtab.h"
 #include "mpirec/text.h"
 
-#define CHUNK (8 << 20)
+#define CHUNK (1 << 20)
 #define MAX_BAD_KEPT 16
 #define PEND 2048
 #define PF_AHEAD 16 /* records ahead for software prefetches in gathers */
@@ -52,8 +53,10 @@ typedef struct Ing {
     int fd;
     int64_t size;
     int has_rating, has_ts, has_text;
+    int keep_ts;              /* store timestamps (the temporal split needs them) */
     MrStrTab users, items, toks;
     uint32_t *u, *it;         /* local ids */
+    uint64_t *key;            /* duplicate-pair key of each record (count_duplicates) */
     float *rating;
     double *ts;
     int64_t *tok_off;         /* [n + 1] */
@@ -78,9 +81,12 @@ typedef struct Ing {
     int oom;
 } Ing;
 
-static int grow_records(Ing *g)
+/* Room for at least `want` records (doubling otherwise). */
+static int grow_records(Ing *g, int64_t want)
 {
     int64_t cap = g->cap ? g->cap * 2 : 1 << 16;
+    if (cap < want)
+        cap = want;
     uint32_t *u = realloc(g->u, (size_t)cap * sizeof *u);
     if (!u)
         return -1;
@@ -89,11 +95,15 @@ static int grow_records(Ing *g)
     if (!it)
         return -1;
     g->it = it;
+    uint64_t *key = realloc(g->key, (size_t)cap * sizeof *key);
+    if (!key)
+        return -1;
+    g->key = key;
     float *r = realloc(g->rating, (size_t)cap * sizeof *r);
     if (!r)
         return -1;
     g->rating = r;
-    if (g->has_ts) {
+    if (g->keep_ts) {
         double *t = realloc(g->ts, (size_t)cap * sizeof *t);
         if (!t)
             return -1;
@@ -139,7 +149,8 @@ static int take_token(const char *tok, size_t len, void *ud)
     return 0;
 }
 
-/* Intern the pending users and items (records n - npend .. n-1). */
+/* Intern the pending users and items (records n - npend .. n-1), and key each
+ * record's (user, item) pair by the hashes of the two strings. */
 static int flush_pending(Ing *g)
 {
     int64_t m = g->npend;
@@ -148,18 +159,21 @@ static int flush_pending(Ing *g)
     /* users at even slots, items at odd slots of pend_*: split into two runs */
     const char *up[PEND], *ip[PEND];
     uint32_t ul[PEND], il[PEND], uid[PEND], iid[PEND];
+    uint64_t uh[PEND], ih[PEND];
     for (int64_t k = 0; k < m; k++) {
         up[k] = g->pend_p[2 * k];
         ul[k] = g->pend_l[2 * k];
         ip[k] = g->pend_p[2 * k + 1];
         il[k] = g->pend_l[2 * k + 1];
     }
-    if (mr_strtab_intern_batch(&g->users, m, up, ul, uid) != 0 ||
-        mr_strtab_intern_batch(&g->items, m, ip, il, iid) != 0)
+    if (mr_strtab_intern_batch(&g->users, m, up, ul, uid, uh) != 0 ||
+        mr_strtab_intern_batch(&g->items, m, ip, il, iid, ih) != 0)
         return -1;
     int64_t first = g->n - m;
     memcpy(g->u + first, uid, (size_t)m * sizeof *uid);
     memcpy(g->it + first, iid, (size_t)m * sizeof *iid);
+    for (int64_t k = 0; k < m; k++)
+        g->key[first + k] = mr_mix(uh[k], ih[k]);
     g->npend = 0;
     g->arena_len = 0;
     return 0;
@@ -267,7 +281,7 @@ static int on_record(const MrRecord *rec, void *ud)
         note_bad(g, rec, MR_COL_TEXT, "the text is %s: expected a string", "an array or object");
         return g->stop_at_bad;
     }
-    if (g->n >= g->cap && grow_records(g) != 0) {
+    if (g->n >= g->cap && grow_records(g, 0) != 0) {
         g->oom = 1;
         return -1;
     }
@@ -280,7 +294,7 @@ static int on_record(const MrRecord *rec, void *ud)
         return -1;
     }
     g->rating[k] = (float)rating;
-    if (g->has_ts)
+    if (g->keep_ts)
         g->ts[k] = ts;
     if (g->has_text) {
         g->tok_off[k] = g->ntok;
@@ -357,6 +371,7 @@ static void ing_free(Ing *g)
     mr_strtab_free(&g->toks);
     free(g->u);
     free(g->it);
+    free(g->key);
     free(g->rating);
     free(g->ts);
     free(g->tok_off);
@@ -436,8 +451,9 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, uint32_t **l
 /* Duplicate (user, item) pairs: a pair occurring m times contributes m - 1.
  * Pairs are compared by their id strings, not by vocabulary ids (several unknown
  * users all map to the OOV id 0 and are not duplicates of each other): each
- * record's key is a 64-bit hash of its user and item strings (a false match needs
- * a 64-bit collision: ~n^2 / 2^65, negligible).
+ * record's key is a 64-bit mix of the hashes of its user and item strings, made
+ * while the strings are interned (a false match needs a 64-bit collision: ~n^2 /
+ * 2^65, negligible).
  *
  * The keys are uniform, so their top `bits` bits cut them into 2^bits buckets of
  * about DUP_BUCKET keys; owner rank o counts the buckets [g0(o), g1(o)), a
@@ -447,9 +463,9 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, uint32_t **l
  * sorted by bucket; a second small alltoallv sends the per-bucket counts. The
  * owner then counts the repeated keys of one bucket at a time with an
  * open-addressing set that stays in L2. At P = 1 nothing moves: the scattered
- * keys are counted where they are. Two passes over the records and one over the
- * keys, with 8 bytes of key per record (16 at P > 1), where sorting or a global
- * hash set would miss the cache on every key. */
+ * keys are counted where they are. Two sequential passes over the keys and one
+ * over the scattered copy, 8 bytes per record (16 at P > 1), where sorting or a
+ * global hash set would miss the cache on every key. */
 #define DUP_BUCKET 16384
 
 static inline int64_t dup_owner(int64_t g, int bits, int P)
@@ -495,10 +511,10 @@ static int64_t bucket_repeats(const uint64_t *const *seg, const int64_t *len, in
     return reps;
 }
 
-/* hu, hit: string hashes of the local user / item ids; u, it: the records' local
- * ids; total: records over all ranks. */
-static int count_duplicates(MrComm *c, const uint64_t *hu, const uint64_t *hit, const uint32_t *u,
-                            const uint32_t *it, int64_t n, int64_t total, int64_t *dups, MrErr *e)
+/* keys: the pair key of each local record (flush_pending); total: records over all
+ * ranks. */
+static int count_duplicates(MrComm *c, const uint64_t *keys, int64_t n, int64_t total,
+                            int64_t *dups, MrErr *e)
 {
     int P = c->size, me = c->rank;
     int bits = 0;
@@ -516,23 +532,18 @@ static int count_duplicates(MrComm *c, const uint64_t *hu, const uint64_t *hit, 
     int64_t *sn = calloc((size_t)P, 8), *rn = calloc((size_t)P, 8);
     int64_t *csn = calloc((size_t)P, 8), *crn = calloc((size_t)P, 8);
     int64_t *rcnt = malloc(((size_t)P * (size_t)mine + 1) * 8); /* [source][my bucket] */
-    uint64_t *keys = malloc((size_t)(n + 1) * 8), *send = malloc((size_t)(n + 1) * 8);
+    uint64_t *send = malloc((size_t)(n + 1) * 8);
     uint64_t *recv = NULL, *set = NULL;
     const uint64_t **seg = calloc((size_t)P, sizeof *seg);
     int64_t *slen = calloc((size_t)P, 8), *spos = calloc((size_t)P, 8);
-    int rc = (pos && sn && rn && csn && crn && rcnt && keys && send && seg && slen && spos)
+    int rc = (pos && sn && rn && csn && crn && rcnt && send && seg && slen && spos)
                  ? 0
                  : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicate pairs");
     if ((rc = mr_comm_agree(c, rc, e)))
         goto out;
-    /* Keys in record order, and how many fall in each bucket. */
-    for (int64_t i = 0; i < n; i++) {
-        if (i + PF_AHEAD < n)
-            __builtin_prefetch(&hu[u[i + PF_AHEAD]]);
-        uint64_t k = mr_mix(hu[u[i]], hit[it[i]]);
-        keys[i] = k;
-        pos[(bits ? (int64_t)(k >> sh) : 0) + 1]++;
-    }
+    /* How many keys fall in each bucket. */
+    for (int64_t i = 0; i < n; i++)
+        pos[(bits ? (int64_t)(keys[i] >> sh) : 0) + 1]++;
     for (int64_t g = 0; g < nb; g++) {
         int64_t q = dup_owner(g, bits, P);
         sn[q] += pos[g + 1] * 8;
@@ -551,8 +562,6 @@ static int count_duplicates(MrComm *c, const uint64_t *hu, const uint64_t *hit, 
         for (int64_t i = 0; i < n; i++)
             send[pos[bits ? (int64_t)(keys[i] >> sh) : 0]++] = keys[i];
     }
-    free(keys);
-    keys = NULL;
     if ((rc = mr_comm_agree(c, rc, e))) {
         free(cnt);
         goto out;
@@ -619,7 +628,6 @@ out:
     free(csn);
     free(crn);
     free(rcnt);
-    free(keys);
     free(send);
     free(recv);
     free(set);
@@ -629,7 +637,7 @@ out:
     return rc;
 }
 
-int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
+static int ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
 {
     memset(d, 0, sizeof *d);
     double t0 = mr_comm_wtime();
@@ -643,6 +651,9 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     mr_reader_spec_from_config(&spec, cfg);
     g.has_rating = spec.cols[MR_COL_RATING].name[0] || spec.cols[MR_COL_RATING].index >= 0;
     g.has_ts = spec.cols[MR_COL_TIME].name[0] || spec.cols[MR_COL_TIME].index >= 0;
+    /* Timestamps are always validated; they are kept only where used (8 bytes a
+     * record of fresh memory otherwise). */
+    g.keep_ts = g.has_ts && cfg->split.kind == MR_SPLIT_TEMPORAL;
     g.has_text = cfg->model.text.enabled;
     if (!g.has_text) {
         spec.cols[MR_COL_TEXT].name[0] = '\0';
@@ -718,7 +729,10 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     char quote = spec.format == MR_FMT_JSONL ? 0 : spec.quote;
     int in_quotes = 0;
     if (quote) {
-        rc = count_range(&g, buf, lo, hi, quote, &quotes_range, &nl_range, e);
+        /* Ranks after this one need its quote count; the last rank's is needed by
+         * nobody, so it skips the pass (at P = 1 nothing is counted). */
+        if (c->rank < c->size - 1)
+            rc = count_range(&g, buf, lo, hi, quote, &quotes_range, &nl_range, e);
         int64_t before = quotes_range;
         int rc2 = mr_comm_agree(c, rc, e);
         if (rc2) {
@@ -779,7 +793,7 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     if (start < hi) {
         int64_t buf_off = start, line = 1;
         size_t len = 0;
-        int done = 0;
+        int done = 0, sized = 0;
         while (!done) {
             if (len < cap && buf_off + (int64_t)len < g.size) {
                 size_t got;
@@ -800,6 +814,16 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
             g.buf_hi = buf + len;
             int stop = mr_reader_parse(rd, buf, len, buf_off, line, hi, at_eof, on_record, &g,
                                        &consumed, &next_line, &done);
+            if (!sized && !stop && consumed > 0 && g.n > 0) {
+                /* Size the record arrays once for the whole range, from the record
+                 * length seen in the first buffer (+3%): one allocation instead of a
+                 * chain of doublings that each copy under the heap reuse below. */
+                sized = 1;
+                double per = (double)consumed / (double)g.n;
+                int64_t est = (int64_t)((double)(hi - start) / per * 1.03) + 1024;
+                if (est > g.cap && grow_records(&g, est) != 0)
+                    g.oom = 1;
+            }
             /* Interned before the buffer moves (pending pointers point into it). */
             if (!g.oom && flush_pending(&g) != 0)
                 g.oom = 1;
@@ -918,29 +942,12 @@ int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     else if ((rc = mr_split_temporal(d->is_test, c, g.ts, first, n, cfg->split.test_fraction, e)))
         goto fail;
 
-    /* Duplicate pairs first: they need the local ids, which the vocabularies
-     * then turn into vocabulary ids in place. */
-    {
-        /* Pair keys from the id strings (see count_duplicates). */
-        uint64_t *hu = malloc((size_t)(g.users.n + 1) * 8), *hit = malloc((size_t)(g.items.n + 1) * 8);
-        rc = (hu && hit) ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory");
-        if (!(rc = mr_comm_agree(c, rc, e))) {
-            size_t len;
-            for (int64_t k = 0; k < g.users.n; k++) {
-                const char *p = mr_strtab_str(&g.users, k, &len);
-                hu[k] = mr_strhash(p, len);
-            }
-            for (int64_t k = 0; k < g.items.n; k++) {
-                const char *p = mr_strtab_str(&g.items, k, &len);
-                hit[k] = mr_strhash(p, len);
-            }
-            rc = count_duplicates(c, hu, hit, g.u, g.it, n, total, &d->sum.duplicate_pairs, e);
-        }
-        free(hu);
-        free(hit);
-        if (rc)
-            goto fail;
-    }
+    /* Duplicate pairs (keys made while interning; freed once counted). */
+    rc = count_duplicates(c, g.key, n, total, &d->sum.duplicate_pairs, e);
+    free(g.key);
+    g.key = NULL;
+    if (rc)
+        goto fail;
 
     /* 6. vocabularies */
     int train_only = cfg->vocab.from == MR_VOCAB_TRAIN;
@@ -1038,6 +1045,37 @@ fail:
     free(buf);
     ing_free(&g);
     mr_dataset_free(d);
+    return rc;
+}
+
+/* Ingestion allocates and frees some tens of arrays of 10-300 MB (record arrays,
+ * pair keys, string tables, the vocabulary exchange). glibc serves each one above
+ * 32 MB with a fresh mmap and unmaps it on free, so every such array is faulted in
+ * and zeroed page by page by the kernel: a fifth of ingestion's time on 2 cores.
+ * For the duration of mr_ingest, allocations come from the heap and freed memory
+ * stays there for the next array; malloc_trim at the end gives the free memory back
+ * to the system. (Only the main thread allocates large blocks meanwhile: other
+ * threads' arenas cannot grow past 64 MB without mmap.) */
+#ifdef __GLIBC__
+#include <malloc.h>
+#define GLIBC_MMAP_MAX_DEFAULT 65536
+#endif
+
+int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
+{
+#ifdef __GLIBC__
+    int tuned = mallopt(M_MMAP_MAX, 0) == 1;
+    if (tuned)
+        (void)mallopt(M_TRIM_THRESHOLD, INT_MAX);
+#endif
+    int rc = ingest(d, c, cfg, e);
+#ifdef __GLIBC__
+    if (tuned) {
+        (void)mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX_DEFAULT);
+        (void)mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+        (void)malloc_trim(0);
+    }
+#endif
     return rc;
 }
 
