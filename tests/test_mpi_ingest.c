@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "data/dups.h"
 #include "mpirec/dataset.h"
 #include "mpirec/hash.h"
 #include "mpirec/reader.h"
@@ -418,6 +419,49 @@ static void test_duplicates_many(void)
     mr_dataset_free(&d);
 }
 
+/* The duplicate count alone, on every rank count and in rounds: keys drawn with
+ * many repeats (also across ranks), each rank holding an uneven slice; the count
+ * must equal a naive count over all keys for the default round size, for small
+ * rounds (several rounds of several buckets), and for a total so small that there
+ * is one bucket and ranks own none. */
+static void dup_case(int64_t total, int64_t distinct, int64_t round_keys)
+{
+    int P = g_test_comm->size, r = g_test_comm->rank;
+    int64_t *all = malloc((size_t)(total + 1) * sizeof *all);
+    CU_ASSERT_FATAL(all != NULL);
+    uint64_t x = 777;
+    for (int64_t i = 0; i < total; i++) {
+        x = mr_splitmix64(x);
+        all[i] = (int64_t)mr_splitmix64(x % (uint64_t)distinct); /* uniform 64-bit keys */
+    }
+    /* Slices of uneven sizes: rank q gets a share growing with q. */
+    int64_t lo = total * r * (r + 1) / (P * (P + 1)), hi = total * (r + 1) * (r + 2) / (P * (P + 1));
+    int64_t n = hi - lo;
+    uint64_t *keys = malloc((size_t)(n + 1) * sizeof *keys);
+    CU_ASSERT_FATAL(keys != NULL);
+    for (int64_t i = 0; i < n; i++)
+        keys[i] = (uint64_t)all[lo + i];
+    qsort(all, (size_t)total, sizeof *all, cmp_i64);
+    int64_t want = 0;
+    for (int64_t i = 1; i < total; i++)
+        want += all[i] == all[i - 1];
+    int64_t got = -1;
+    MrErr e;
+    CU_ASSERT_EQUAL(mr_count_duplicates(g_test_comm, &keys, n, total, round_keys, &got, &e), MR_OK);
+    CU_ASSERT_PTR_NULL(keys);
+    CU_ASSERT_EQUAL(got, want);
+    free(all);
+}
+
+static void test_duplicate_rounds(void)
+{
+    dup_case(200000, 60000, 0);     /* 16 buckets, one round */
+    dup_case(200000, 60000, 20000); /* 4 rounds of several buckets */
+    dup_case(200000, 150000, 7000); /* rounds capped at 4; fewer repeats */
+    dup_case(5, 3, 1);              /* one bucket: ranks after the first own none */
+    dup_case(1, 1, 1);
+}
+
 int add_suite_mpi_ingest(void)
 {
     CU_pSuite s = CU_add_suite("mpi_ingest", NULL, NULL);
@@ -432,5 +476,6 @@ int add_suite_mpi_ingest(void)
     CU_add_test(s, "fashion", test_fashion);
     CU_add_test(s, "bad_files", test_bad_files);
     CU_add_test(s, "duplicates_many", test_duplicates_many);
+    CU_add_test(s, "duplicate_rounds", test_duplicate_rounds);
     return 0;
 }

@@ -9,13 +9,14 @@
 #include "mpirec/log.h"
 
 static const char *help =
-    "Usage: mpirec data --config C.json [--set key=value ...] [--out DIR]\n\n"
+    "Usage: mpirec data --config C.json [--set key=value ...] [--out DIR] [-q|-v]\n\n"
     "Read the configured interaction file in parallel (each rank parses its byte\n"
     "range), split it into train/test, build the user, item (and text token)\n"
     "vocabularies, and report what was read: records, bad records, users, items,\n"
     "tokens, train/test sizes, duplicate (user, item) pairs, test users/items never\n"
     "seen in training, time and MB/s. With --out, writes DIR/data_summary.json and the\n"
-    "effective config DIR/config.json. Nothing is trained.\n";
+    "effective config DIR/config.json. Nothing is trained.\n\n"
+    "  -q / -v         fewer / more messages (-v adds the time of each ingestion phase)\n";
 
 void cli_print_data_summary(const struct MrDataSummary *s)
 {
@@ -42,6 +43,7 @@ int cmd_data(int argc, char **argv)
 {
     CliConfigArgs ca = {0};
     const char *out = NULL;
+    int verbose = 1;
     MrErr e;
     mr_err_clear(&e);
     int rc = MR_OK;
@@ -49,7 +51,7 @@ int cmd_data(int argc, char **argv)
         {"--out", "-o", &out, NULL, "--out needs a directory"},
     };
     rc = cli_parse_args("data", help, argc, argv, &ca, opts, (int)(sizeof opts / sizeof *opts),
-                        NULL, &e);
+                        &verbose, &e);
     if (rc == CLI_HELP_SHOWN)
         return 0;
     if (rc) {
@@ -57,7 +59,7 @@ int cmd_data(int argc, char **argv)
         return rc;
     }
     MrComm comm;
-    if ((rc = cli_start(&comm, &argc, &argv, 1, MR_PROGRESS_AUTO, &e))) {
+    if ((rc = cli_start(&comm, &argc, &argv, verbose, MR_PROGRESS_AUTO, &e))) {
         fprintf(stderr, "mpirec: %s\n", e.msg);
         return rc;
     }

@@ -19,13 +19,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "data/dups.h"
+#include "mpirec/bigmem.h"
 #include "mpirec/dataset.h"
 #include "mpirec/hash.h"
 #include "mpirec/log.h"
@@ -55,7 +56,7 @@ typedef struct Ing {
     int has_rating, has_ts, has_text;
     int keep_ts;              /* store timestamps (the temporal split needs them) */
     MrStrTab users, items, toks;
-    uint32_t *u, *it;         /* local ids */
+    int64_t *u, *it;          /* local ids (int64: they become the vocabulary ids in place) */
     uint64_t *key;            /* duplicate-pair key of each record (count_duplicates) */
     float *rating;
     double *ts;
@@ -87,11 +88,11 @@ static int grow_records(Ing *g, int64_t want)
     int64_t cap = g->cap ? g->cap * 2 : 1 << 16;
     if (cap < want)
         cap = want;
-    uint32_t *u = realloc(g->u, (size_t)cap * sizeof *u);
+    int64_t *u = realloc(g->u, (size_t)cap * sizeof *u);
     if (!u)
         return -1;
     g->u = u;
-    uint32_t *it = realloc(g->it, (size_t)cap * sizeof *it);
+    int64_t *it = realloc(g->it, (size_t)cap * sizeof *it);
     if (!it)
         return -1;
     g->it = it;
@@ -170,10 +171,11 @@ static int flush_pending(Ing *g)
         mr_strtab_intern_batch(&g->items, m, ip, il, iid, ih) != 0)
         return -1;
     int64_t first = g->n - m;
-    memcpy(g->u + first, uid, (size_t)m * sizeof *uid);
-    memcpy(g->it + first, iid, (size_t)m * sizeof *iid);
-    for (int64_t k = 0; k < m; k++)
+    for (int64_t k = 0; k < m; k++) {
+        g->u[first + k] = uid[k];
+        g->it[first + k] = iid[k];
         g->key[first + k] = mr_mix(uh[k], ih[k]);
+    }
     g->npend = 0;
     g->arena_len = 0;
     return 0;
@@ -397,13 +399,14 @@ static int table_views(const MrStrTab *t, const char ***s, uint32_t **l)
 
 /* Build one id vocabulary from a local table and per-record local ids, counting
  * occurrences in the records selected by `train_only` (train or all). On success
- * the local ids become the vocabulary ids: *local is widened in place into *out
- * (no second array of n entries to allocate and fault in) and set to NULL. */
-static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, uint32_t **localp,
+ * the local ids in *localp become the vocabulary ids in place (no second array of
+ * n entries to allocate and fault in), handed over in *out; *localp is set to
+ * NULL. */
+static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, int64_t **localp,
                           const uint8_t *is_test, int64_t n, int train_only, const MrConfig *cfg,
                           int64_t **out, MrErr *e)
 {
-    const uint32_t *local = *localp;
+    int64_t *local = *localp;
     const char **s = NULL;
     uint32_t *l = NULL;
     int64_t *cnt = calloc((size_t)(t->n + 1), sizeof *cnt);
@@ -423,217 +426,22 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, uint32_t **l
         rc = mr_vocab_build(v, c, t->n, s, l, cnt, cfg->vocab.min_count, cfg->vocab.max_size, ids,
                             e);
     }
+    if (!rc && !local && !(local = malloc(sizeof *local))) /* n = 0: still an array */
+        rc = mr_err_set(e, MR_ENOMEM, "out of memory building a vocabulary");
     if (!rc) {
-        /* Backwards: entry i (8 bytes) covers local entries 2i and 2i + 1, both
-         * >= i, so every local id is read before it is overwritten. */
-        int64_t *w = realloc(*localp, (size_t)(n + 1) * sizeof *w);
-        if (!w) {
-            rc = mr_err_set(e, MR_ENOMEM, "out of memory building a vocabulary");
-        } else {
-            const uint32_t *in = (const uint32_t *)w;
-            for (int64_t i = n - 1; i >= 0; i--) {
-                if (i >= PF_AHEAD)
-                    __builtin_prefetch(&ids[in[i - PF_AHEAD]]);
-                w[i] = ids[in[i]];
-            }
-            *localp = NULL;
-            *out = w;
+        for (int64_t i = 0; i < n; i++) {
+            if (i + PF_AHEAD < n)
+                __builtin_prefetch(&ids[local[i + PF_AHEAD]]);
+            local[i] = ids[local[i]];
         }
+        *localp = NULL;
+        *out = local;
     }
     rc = mr_comm_agree(c, rc, e);
     free(s);
     free(l);
     free(cnt);
     free(ids);
-    return rc;
-}
-
-/* Duplicate (user, item) pairs: a pair occurring m times contributes m - 1.
- * Pairs are compared by their id strings, not by vocabulary ids (several unknown
- * users all map to the OOV id 0 and are not duplicates of each other): each
- * record's key is a 64-bit mix of the hashes of its user and item strings, made
- * while the strings are interned (a false match needs a 64-bit collision: ~n^2 /
- * 2^65, negligible).
- *
- * The keys are uniform, so their top `bits` bits cut them into 2^bits buckets of
- * about DUP_BUCKET keys; owner rank o counts the buckets [g0(o), g1(o)), a
- * contiguous range. Each rank writes its keys once in bucket order (a counting
- * scatter: the 2^bits write positions stay in cache), which is also owner order,
- * so one alltoallv delivers every owner its buckets, each source's part already
- * sorted by bucket; a second small alltoallv sends the per-bucket counts. The
- * owner then counts the repeated keys of one bucket at a time with an
- * open-addressing set that stays in L2. At P = 1 nothing moves: the scattered
- * keys are counted where they are. Two sequential passes over the keys and one
- * over the scattered copy, 8 bytes per record (16 at P > 1), where sorting or a
- * global hash set would miss the cache on every key. */
-#define DUP_BUCKET 16384
-
-static inline int64_t dup_owner(int64_t g, int bits, int P)
-{
-    return (int64_t)(((unsigned __int128)(uint64_t)g * (unsigned)P) >> bits);
-}
-
-/* Repeats among the keys of one bucket, given as `ns` segments. */
-static int64_t bucket_repeats(const uint64_t *const *seg, const int64_t *len, int ns,
-                              uint64_t *set, int64_t set_cap)
-{
-    int64_t tot = 0;
-    for (int s = 0; s < ns; s++)
-        tot += len[s];
-    if (tot < 2)
-        return 0;
-    int l = 1;
-    while (((int64_t)1 << l) < 2 * tot && ((int64_t)1 << l) < set_cap)
-        l++;
-    uint64_t mask = ((uint64_t)1 << l) - 1;
-    memset(set, 0, ((size_t)1 << l) * sizeof *set);
-    int64_t reps = 0;
-    int zero = 0; /* 0 marks an empty slot, so the key 0 is tracked apart */
-    for (int s = 0; s < ns; s++)
-        for (int64_t i = 0; i < len[s]; i++) {
-            uint64_t x = seg[s][i];
-            if (!x) {
-                reps += zero;
-                zero = 1;
-                continue;
-            }
-            for (uint64_t j = (x * 0x9E3779B97F4A7C15ULL) >> (64 - l);; j = (j + 1) & mask) {
-                if (set[j] == x) {
-                    reps++;
-                    break;
-                }
-                if (!set[j]) {
-                    set[j] = x;
-                    break;
-                }
-            }
-        }
-    return reps;
-}
-
-/* keys: the pair key of each local record (flush_pending); total: records over all
- * ranks. */
-static int count_duplicates(MrComm *c, const uint64_t *keys, int64_t n, int64_t total,
-                            int64_t *dups, MrErr *e)
-{
-    int P = c->size, me = c->rank;
-    int bits = 0;
-    while (bits < 20 && (total >> bits) > DUP_BUCKET)
-        bits++;
-    int64_t nb = (int64_t)1 << bits, sh = 64 - bits;
-    int64_t g0 = 0, g1 = 0; /* this rank's buckets */
-    while (g0 < nb && dup_owner(g0, bits, P) < me)
-        g0++;
-    g1 = g0;
-    while (g1 < nb && dup_owner(g1, bits, P) == me)
-        g1++;
-    int64_t mine = g1 - g0;
-    int64_t *pos = calloc((size_t)nb + 1, sizeof *pos);
-    int64_t *sn = calloc((size_t)P, 8), *rn = calloc((size_t)P, 8);
-    int64_t *csn = calloc((size_t)P, 8), *crn = calloc((size_t)P, 8);
-    int64_t *rcnt = malloc(((size_t)P * (size_t)mine + 1) * 8); /* [source][my bucket] */
-    uint64_t *send = malloc((size_t)(n + 1) * 8);
-    uint64_t *recv = NULL, *set = NULL;
-    const uint64_t **seg = calloc((size_t)P, sizeof *seg);
-    int64_t *slen = calloc((size_t)P, 8), *spos = calloc((size_t)P, 8);
-    int rc = (pos && sn && rn && csn && crn && rcnt && send && seg && slen && spos)
-                 ? 0
-                 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicate pairs");
-    if ((rc = mr_comm_agree(c, rc, e)))
-        goto out;
-    /* How many keys fall in each bucket. */
-    for (int64_t i = 0; i < n; i++)
-        pos[(bits ? (int64_t)(keys[i] >> sh) : 0) + 1]++;
-    for (int64_t g = 0; g < nb; g++) {
-        int64_t q = dup_owner(g, bits, P);
-        sn[q] += pos[g + 1] * 8;
-        csn[q] += 8;
-    }
-    for (int64_t g = 0; g < nb; g++)
-        pos[g + 1] += pos[g];
-    /* The bucket counts for each owner, taken from the prefix sums before the
-     * scatter moves them. */
-    int64_t *cnt = malloc((size_t)nb * 8 + 8);
-    if (!cnt) {
-        rc = mr_err_set(e, MR_ENOMEM, "out of memory counting duplicate pairs");
-    } else {
-        for (int64_t g = 0; g < nb; g++)
-            cnt[g] = pos[g + 1] - pos[g];
-        for (int64_t i = 0; i < n; i++)
-            send[pos[bits ? (int64_t)(keys[i] >> sh) : 0]++] = keys[i];
-    }
-    if ((rc = mr_comm_agree(c, rc, e))) {
-        free(cnt);
-        goto out;
-    }
-    for (int q = 0; q < P; q++)
-        crn[q] = mine * 8;
-    rc = P > 1 ? mr_comm_alltoallv(c, cnt, csn, rcnt, crn, e) : 0;
-    if (!rc && P == 1)
-        memcpy(rcnt, cnt, (size_t)nb * 8);
-    free(cnt);
-    if (rc)
-        goto out;
-    if (P > 1) {
-        if ((rc = mr_comm_alltoall_i64(c, sn, rn, e)))
-            goto out;
-        int64_t nr = 0;
-        for (int q = 0; q < P; q++)
-            nr += rn[q] / 8;
-        recv = malloc((size_t)(nr + 1) * 8);
-        rc = recv ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicate pairs");
-        if ((rc = mr_comm_agree(c, rc, e)) || (rc = mr_comm_alltoallv(c, send, sn, recv, rn, e)))
-            goto out;
-        free(send);
-        send = NULL;
-    } else {
-        recv = send;
-        send = NULL;
-        rn[0] = n * 8;
-    }
-    /* Source q's keys start at the sum of the earlier sources' byte counts. */
-    int64_t big = 0;
-    for (int q = 1; q < P; q++)
-        spos[q] = spos[q - 1] + rn[q - 1] / 8;
-    for (int64_t g = 0; g < mine; g++) {
-        int64_t t = 0;
-        for (int q = 0; q < P; q++)
-            t += rcnt[(size_t)q * (size_t)mine + (size_t)g];
-        big = t > big ? t : big;
-    }
-    int64_t set_cap = 2;
-    while (set_cap < 2 * big)
-        set_cap *= 2;
-    set = malloc((size_t)set_cap * sizeof *set);
-    rc = set ? 0 : mr_err_set(e, MR_ENOMEM, "out of memory counting duplicate pairs");
-    int64_t d = 0;
-    if (!rc)
-        for (int64_t g = 0; g < mine; g++) {
-            for (int q = 0; q < P; q++) {
-                slen[q] = rcnt[(size_t)q * (size_t)mine + (size_t)g];
-                seg[q] = recv + spos[q];
-                spos[q] += slen[q];
-            }
-            d += bucket_repeats(seg, slen, P, set, set_cap);
-        }
-    if ((rc = mr_comm_agree(c, rc, e)))
-        goto out;
-    if ((rc = mr_comm_allreduce_i64(c, &d, 1, MR_SUM, e)))
-        goto out;
-    *dups = d;
-out:
-    free(pos);
-    free(sn);
-    free(rn);
-    free(csn);
-    free(crn);
-    free(rcnt);
-    free(send);
-    free(recv);
-    free(set);
-    free(seg);
-    free(slen);
-    free(spos);
     return rc;
 }
 
@@ -943,19 +751,27 @@ static int ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
         goto fail;
 
     /* Duplicate pairs (keys made while interning; freed once counted). */
-    rc = count_duplicates(c, g.key, n, total, &d->sum.duplicate_pairs, e);
-    free(g.key);
-    g.key = NULL;
+    double td0 = mr_comm_wtime();
+    rc = mr_count_duplicates(c, &g.key, n, total, 0, &d->sum.duplicate_pairs, e);
     if (rc)
         goto fail;
 
     /* 6. vocabularies */
+    double tu0 = mr_comm_wtime();
     int train_only = cfg->vocab.from == MR_VOCAB_TRAIN;
     if ((rc = build_id_vocab(&d->users, c, &g.users, &g.u, d->is_test, n, train_only, cfg,
-                             &d->user, e)) ||
-        (rc = build_id_vocab(&d->items, c, &g.items, &g.it, d->is_test, n, train_only, cfg,
+                             &d->user, e)))
+        goto fail;
+    double ti0 = mr_comm_wtime();
+    if ((rc = build_id_vocab(&d->items, c, &g.items, &g.it, d->is_test, n, train_only, cfg,
                              &d->item, e)))
         goto fail;
+    mr_log(MR_LOG_DEBUG,
+           "ingest phases on rank %d: parse+intern %.3f s, split %.3f s, duplicate pairs %.3f "
+           "s, user vocabulary %.3f s (%" PRId64 " local), item vocabulary %.3f s (%" PRId64
+           " local)",
+           c->rank, t_parse, td0 - tv0, tu0 - td0, ti0 - tu0, g.users.n, mr_comm_wtime() - ti0,
+           g.items.n);
     if (g.has_text) {
         const char **s = NULL;
         uint32_t *l = NULL;
@@ -1049,33 +865,14 @@ fail:
 }
 
 /* Ingestion allocates and frees some tens of arrays of 10-300 MB (record arrays,
- * pair keys, string tables, the vocabulary exchange). glibc serves each one above
- * 32 MB with a fresh mmap and unmaps it on free, so every such array is faulted in
- * and zeroed page by page by the kernel: a fifth of ingestion's time on 2 cores.
- * For the duration of mr_ingest, allocations come from the heap and freed memory
- * stays there for the next array; malloc_trim at the end gives the free memory back
- * to the system. (Only the main thread allocates large blocks meanwhile: other
- * threads' arenas cannot grow past 64 MB without mmap.) */
-#ifdef __GLIBC__
-#include <malloc.h>
-#define GLIBC_MMAP_MAX_DEFAULT 65536
-#endif
-
+ * pair keys, string tables, the vocabulary exchange): inside the reuse window
+ * (bigmem.h) each one reuses the memory of those freed before it instead of being
+ * faulted in afresh. */
 int mr_ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
 {
-#ifdef __GLIBC__
-    int tuned = mallopt(M_MMAP_MAX, 0) == 1;
-    if (tuned)
-        (void)mallopt(M_TRIM_THRESHOLD, INT_MAX);
-#endif
+    int token = mr_big_reuse_begin();
     int rc = ingest(d, c, cfg, e);
-#ifdef __GLIBC__
-    if (tuned) {
-        (void)mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX_DEFAULT);
-        (void)mallopt(M_TRIM_THRESHOLD, 128 * 1024);
-        (void)malloc_trim(0);
-    }
-#endif
+    mr_big_reuse_end(token);
     return rc;
 }
 
