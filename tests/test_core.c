@@ -224,6 +224,60 @@ static void test_strtab_batch(void)
     free(hs);
 }
 
+/* Merging sorted runs gives every index once, in mr_strcmp order, equal strings in
+ * run order; runs may be empty, strings share long prefixes (the 8-byte prefix
+ * keys tie) and repeat within and across runs. */
+static void test_merge_string_runs(void)
+{
+    enum { RUNS = 5, PER = 300, N = RUNS * PER };
+    static char pool[N][24];
+    const char *s[N];
+    uint32_t l[N];
+    int64_t start[RUNS + 1], idx[N], out[N];
+    uint64_t x = 99;
+    int64_t k = 0;
+    for (int r = 0; r < RUNS; r++) {
+        start[r] = k;
+        int m = r == 2 ? 0 : PER; /* run 2 is empty */
+        for (int i = 0; i < m; i++, k++) {
+            x = mr_splitmix64(x);
+            l[k] = (uint32_t)(x % 20);
+            memcpy(pool[k], "prefix--", 8); /* long strings tie on the prefix key */
+            for (uint32_t j = 8; j < l[k]; j++)
+                pool[k][j] = "ab"[(x >> j) & 1];
+            s[k] = pool[k];
+        }
+        int64_t n = k - start[r];
+        for (int64_t i = 0; i < n; i++)
+            idx[i] = start[r] + i;
+        CU_ASSERT_EQUAL_FATAL(mr_sort_strings(idx, n, s, l), 0);
+        /* lay the run out in sorted order */
+        char tmp[PER][24];
+        uint32_t tl[PER];
+        for (int64_t i = 0; i < n; i++) {
+            memcpy(tmp[i], s[idx[i]], 24);
+            tl[i] = l[idx[i]];
+        }
+        for (int64_t i = 0; i < n; i++) {
+            memcpy(pool[start[r] + i], tmp[i], 24);
+            l[start[r] + i] = tl[i];
+        }
+    }
+    start[RUNS] = k;
+    CU_ASSERT_EQUAL_FATAL(mr_merge_string_runs(out, RUNS, start, s, l), 0);
+    static uint8_t seen[N];
+    memset(seen, 0, sizeof seen);
+    int bad = 0;
+    for (int64_t i = 0; i < k; i++) {
+        bad += out[i] < 0 || out[i] >= k || seen[out[i]]++;
+        if (i > 0) {
+            int c = mr_strcmp(s[out[i - 1]], l[out[i - 1]], s[out[i]], l[out[i]]);
+            bad += c > 0 || (c == 0 && out[i - 1] > out[i]); /* equal: run (index) order */
+        }
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
 int add_suite_core(void)
 {
     CU_pSuite s = CU_add_suite("core", NULL, NULL);
@@ -237,5 +291,6 @@ int add_suite_core(void)
     CU_add_test(s, "strhash_tail", test_strhash_tail);
     CU_add_test(s, "strtab_near_misses", test_strtab_near_misses);
     CU_add_test(s, "strtab_batch", test_strtab_batch);
+    CU_add_test(s, "merge_string_runs", test_merge_string_runs);
     return 0;
 }

@@ -1114,6 +1114,31 @@ static void test_parse_double(void)
         CU_ASSERT_EQUAL(mr_parse_double(d, (size_t)n, &got), 0);
         CU_ASSERT_EQUAL(memcmp(&got, &want, sizeof got), 0);
     }
+    /* The 8-digit step of the fast path: a near-digit byte at any of the first 8
+     * places of a 8..15-digit string ('/' and ':' border the digits, 0xB0 is a
+     * digit with the high bit set) is refused, or read as the general grammar
+     * reads it (a '.'; a space at either end). */
+    static const char near[] = {'/', ':', '.', ' ', 'a', (char)0xB0, (char)0xB9, '\x06', 'P'};
+    for (int rep = 0; rep < 400; rep++) {
+        char d[24];
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        int n = 8 + (int)((st >> 33) % 8);
+        for (int j = 0; j < n; j++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            d[j] = (char)('0' + (st >> 33) % 10);
+        }
+        d[n] = '\0';
+        int at = rep % 8;
+        char c = near[(rep / 8) % (int)sizeof near];
+        d[at] = c;
+        int ok = c == '.' || (c == ' ' && (at == 0 || at == n - 1));
+        double got = 42, want = ok ? strtod(d, NULL) : 42;
+        int rc = mr_parse_double(d, (size_t)n, &got);
+        CU_ASSERT_EQUAL(rc == 0, ok);
+        CU_ASSERT_EQUAL(memcmp(&got, &want, sizeof got), 0);
+        if ((rc == 0) != ok || got != want)
+            fprintf(stderr, "\nmr_parse_double(\"%s\") -> rc %d, %.17g\n", d, rc, got);
+    }
     /* Only `len` bytes are looked at (fields are not NUL-terminated). */
     double v = 0;
     CU_ASSERT_EQUAL(mr_parse_double("4.5xyz", 3, &v), 0);

@@ -76,5 +76,11 @@ static inline int mr_strcmp(const char *a, size_t la, const char *b, size_t lb)
 /* Sort idx[0..n) (indices into strs/lens) by mr_strcmp of the strings; stable for
  * equal strings is not guaranteed. Returns 0, or -1 when out of memory. */
 int mr_sort_strings(int64_t *idx, int64_t n, const char *const *strs, const uint32_t *lens);
+/* Merge `nruns` runs of strings, each already in mr_strcmp order: run q is
+ * strs[start[q] .. start[q + 1]); out[0..start[nruns]) gets the indices of all of
+ * them in mr_strcmp order (equal strings: lower run first). Returns 0, or -1 when
+ * out of memory. */
+int mr_merge_string_runs(int64_t *out, int nruns, const int64_t *start, const char *const *strs,
+                         const uint32_t *lens);
 
 #endif

@@ -88,3 +88,68 @@ int mr_sort_strings(int64_t *idx, int64_t n, const char *const *strs, const uint
     free(b);
     return 0;
 }
+
+/* A binary heap of run heads, smallest string on top; ties by run number, so that
+ * equal strings come out in run order. Compares 8-byte prefixes first. */
+typedef struct Head {
+    uint64_t key;
+    int64_t at, end; /* next index of the run, and its end */
+    int run;
+} Head;
+
+static int head_less(const Head *a, const Head *b, const char *const *s, const uint32_t *l)
+{
+    if (a->key != b->key)
+        return a->key < b->key;
+    int c = mr_strcmp(s[a->at], l[a->at], s[b->at], l[b->at]);
+    return c < 0 || (c == 0 && a->run < b->run);
+}
+
+static void sift_down(Head *h, int n, int i, const char *const *s, const uint32_t *l)
+{
+    for (;;) {
+        int m = i, a = 2 * i + 1, b = a + 1;
+        if (a < n && head_less(&h[a], &h[m], s, l))
+            m = a;
+        if (b < n && head_less(&h[b], &h[m], s, l))
+            m = b;
+        if (m == i)
+            return;
+        Head t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+int mr_merge_string_runs(int64_t *out, int nruns, const int64_t *start, const char *const *strs,
+                         const uint32_t *lens)
+{
+    int64_t k = 0;
+    if (nruns == 1) {
+        for (int64_t i = start[0]; i < start[1]; i++)
+            out[k++] = i;
+        return 0;
+    }
+    Head *h = malloc((size_t)(nruns > 0 ? nruns : 1) * sizeof *h);
+    if (!h)
+        return -1;
+    int n = 0;
+    for (int q = 0; q < nruns; q++)
+        if (start[q] < start[q + 1]) {
+            int64_t a = start[q];
+            h[n++] = (Head){prefix_key(strs[a], lens[a]), a, start[q + 1], q};
+        }
+    for (int i = n / 2 - 1; i >= 0; i--)
+        sift_down(h, n, i, strs, lens);
+    while (n > 0) {
+        out[k++] = h[0].at++;
+        if (h[0].at < h[0].end)
+            h[0].key = prefix_key(strs[h[0].at], lens[h[0].at]);
+        else
+            h[0] = h[--n];
+        sift_down(h, n, 0, strs, lens);
+    }
+    free(h);
+    return 0;
+}

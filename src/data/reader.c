@@ -458,6 +458,24 @@ static locale_t c_locale(void)
 /* Mantissas below this times 10 plus a digit stay below 2^53 (exact in a double). */
 #define MANT_LIMIT ((1ULL << 53) / 10 - 1)
 
+/* If p[0..8) are 8 ASCII digits, their value (p[0] most significant) in *v. All
+ * eight at once: a byte is a digit when its high nibble is 3 and adding 6 keeps
+ * it there; then neighbouring digits are combined in pairs, pairs into fours,
+ * fours into the eight (multiplications that add shifted copies in one step). */
+static inline int digits8(const char *p, uint64_t *v)
+{
+    uint64_t w;
+    memcpy(&w, p, 8); /* little-endian: p[0] is the low byte */
+    const uint64_t hi = 0xF0F0F0F0F0F0F0F0ULL;
+    if (((w & hi) | (((w + 0x0606060606060606ULL) & hi) >> 4)) != 0x3333333333333333ULL)
+        return 0;
+    w -= 0x3030303030303030ULL;
+    w = w * 10 + (w >> 8); /* byte 2k: 10 * d[2k] + d[2k+1] */
+    uint64_t pairs01 = w & 0x000000FF000000FFULL, pairs23 = (w >> 16) & 0x000000FF000000FFULL;
+    *v = (pairs01 * (100 + (1000000ULL << 32)) + pairs23 * (1 + (10000ULL << 32))) >> 32;
+    return 1;
+}
+
 int mr_parse_double(const char *p, size_t len, double *out)
 {
     /* Fast path: an unsigned integer of at most 15 digits (ratings, Unix times) is
@@ -465,6 +483,8 @@ int mr_parse_double(const char *p, size_t len, double *out)
     if (len - 1 < 15) {
         uint64_t m = 0;
         size_t i = 0;
+        if (len >= 8 && digits8(p, &m))
+            i = 8;
         for (; i < len; i++) {
             unsigned d = (unsigned)(unsigned char)p[i] - '0';
             if (d > 9)

@@ -279,14 +279,19 @@ static int range_exchange(Exchange *x, MrComm *c, int64_t n, const char *const *
              : mr_err_set(e, MR_ENOMEM, "out of memory merging strings");
     if (!rc) {
         const char *q = x->recv;
-        for (int64_t k = 0; k < nr; k++) {
+        for (int64_t k = 0; k < nr; k++)
             q = get_rec(q, &x->rs[k], &x->rl[k], &x->rc[k]);
-            ord[k] = k;
+        /* Each source sent one sorted run: merge the P runs (at P = 1 there is
+         * nothing to do). */
+        int64_t *run = malloc(((size_t)P + 1) * sizeof *run);
+        if (run) {
+            run[0] = 0;
+            for (int s = 0; s < P; s++)
+                run[s + 1] = run[s] + x->recv_src_n[s];
         }
-        /* P sorted runs: a full sort is simpler than a k-way merge and fast
-         * enough (radix on prefixes). */
-        if (mr_sort_strings(ord, nr, x->rs, x->rl) != 0)
-            rc = mr_err_set(e, MR_ENOMEM, "out of memory sorting received strings");
+        if (!run || mr_merge_string_runs(ord, P, run, x->rs, x->rl) != 0)
+            rc = mr_err_set(e, MR_ENOMEM, "out of memory merging received strings");
+        free(run);
     }
     if (!rc) {
         int64_t ng = 0;
