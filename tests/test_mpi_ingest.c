@@ -456,8 +456,8 @@ static void dup_case(int64_t total, int64_t distinct, int64_t round_keys)
 static void test_duplicate_rounds(void)
 {
     dup_case(200000, 60000, 0);     /* 16 buckets, one round */
-    dup_case(200000, 60000, 20000); /* 4 rounds of several buckets */
-    dup_case(200000, 150000, 7000); /* rounds capped at 4; fewer repeats */
+    dup_case(200000, 60000, 20000); /* the most rounds, several buckets each */
+    dup_case(200000, 150000, 7000); /* fewer repeats */
     dup_case(5, 3, 1);              /* one bucket: ranks after the first own none */
     dup_case(1, 1, 1);
 }

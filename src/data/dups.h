@@ -12,7 +12,7 @@
 /* *keysp: one 64-bit key per local record (equal pairs, equal keys), taken over
  * and freed here (*keysp set to NULL, also on failure); n: local records; total:
  * records over all ranks; round_keys: about how many keys a rank handles per round
- * (0 = the default, 8M: scatter and receive buffers of ~64 MB). *dups = sum over
+ * (0 = the default: two rounds above 8M keys per rank). *dups = sum over
  * distinct keys of (occurrences - 1), identical on every rank. Collective. */
 int mr_count_duplicates(MrComm *c, uint64_t **keysp, int64_t n, int64_t total, int64_t round_keys,
                         int64_t *dups, MrErr *e);
