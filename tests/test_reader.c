@@ -1050,6 +1050,19 @@ static void test_huge_record(void)
  * Numbers
  * ========================================================================= */
 
+/* A NUL-terminated string of lo..hi random decimal digits in d; returns its length. */
+static int random_digits(char *d, int lo, int hi, uint64_t *st)
+{
+    *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+    int n = lo + (int)((*st >> 33) % (uint64_t)(hi - lo + 1));
+    for (int j = 0; j < n; j++) {
+        *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+        d[j] = (char)('0' + (*st >> 33) % 10);
+    }
+    d[n] = '\0';
+    return n;
+}
+
 static void test_parse_double(void)
 {
     static const struct {
@@ -1103,13 +1116,7 @@ static void test_parse_double(void)
     uint64_t st = 7;
     for (int rep = 0; rep < 2000; rep++) {
         char d[24];
-        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-        int n = 1 + (int)((st >> 33) % 20);
-        for (int j = 0; j < n; j++) {
-            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-            d[j] = (char)('0' + (st >> 33) % 10);
-        }
-        d[n] = '\0';
+        int n = random_digits(d, 1, 20, &st);
         double got = -1, want = strtod(d, NULL);
         CU_ASSERT_EQUAL(mr_parse_double(d, (size_t)n, &got), 0);
         CU_ASSERT_EQUAL(memcmp(&got, &want, sizeof got), 0);
@@ -1121,13 +1128,7 @@ static void test_parse_double(void)
     static const char near[] = {'/', ':', '.', ' ', 'a', (char)0xB0, (char)0xB9, '\x06', 'P'};
     for (int rep = 0; rep < 400; rep++) {
         char d[24];
-        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-        int n = 8 + (int)((st >> 33) % 8);
-        for (int j = 0; j < n; j++) {
-            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-            d[j] = (char)('0' + (st >> 33) % 10);
-        }
-        d[n] = '\0';
+        int n = random_digits(d, 8, 15, &st);
         int at = rep % 8;
         char c = near[(rep / 8) % (int)sizeof near];
         d[at] = c;
