@@ -43,6 +43,11 @@ typedef struct MrStrTab {
 /* Returns 0, or -1 when out of memory. */
 int mr_strtab_init(MrStrTab *t, int64_t expected);
 void mr_strtab_free(MrStrTab *t);
+/* Frees the lookup slots and keeps the strings: ids and mr_strtab_str stay valid,
+ * while intern and find must not be called any more. For tables whose lookups are
+ * over (ingestion drops the 128 MB slot array of 2M users before its next phases
+ * allocate). */
+void mr_strtab_drop_lookup(MrStrTab *t);
 
 /* Operations */
 /* 64-bit hash of a byte string (fast, good avalanche; not cryptographic). */

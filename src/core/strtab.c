@@ -126,6 +126,13 @@ void mr_strtab_free(MrStrTab *t)
     memset(t, 0, sizeof *t);
 }
 
+void mr_strtab_drop_lookup(MrStrTab *t)
+{
+    free(t->slot);
+    t->slot = NULL;
+    t->cap = 0;
+}
+
 static int grow_slots(MrStrTab *t)
 {
     int64_t cap = t->cap * 2;

@@ -672,6 +672,10 @@ static int ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     if ((rc = mr_comm_agree(c, rc, e)))
         goto fail;
     double t_parse = mr_comm_wtime() - tp0;
+    /* No more lookups: the next phases reuse the slot arrays' memory. */
+    mr_strtab_drop_lookup(&g.users);
+    mr_strtab_drop_lookup(&g.items);
+    mr_strtab_drop_lookup(&g.toks);
 
     /* 4. bad records */
     int64_t nbad = g.n_bad;
