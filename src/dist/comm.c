@@ -53,6 +53,16 @@ int mr_comm_init(MrComm *c, int *argc, char ***argv, MrErr *e)
     int inited = 0;
     MPI_Initialized(&inited);
     if (!inited) {
+        /* Open MPI's OMPIO selects its 'sm' shared-file-pointer component on every
+         * MPI_File_open (HDF5 checkpoints). It keeps a POSIX named semaphore in
+         * /dev/shm named after the file's base name, and a rank killed inside it
+         * (SIGKILL or preemption during a checkpoint write) leaves it locked: the
+         * next job that opens a file of the same name (the resumed run writing that
+         * checkpoint again) waits forever. Seen in CI as hung resume tests after
+         * e2e.preempt_sigkill, with /dev/shm/sem.OMPIO_ckpt-000000024.h5.tmp left.
+         * mpirec never uses shared file pointers: leave 'sm' out, unless the user
+         * set the parameter. */
+        (void)setenv("OMPI_MCA_sharedfp", "^sm", 0);
         int rc = MPI_Init(argc, argv);
         if (rc != MPI_SUCCESS)
             return mr_err_set(e, MR_EMPI, "MPI_Init failed (code %d)", rc);
