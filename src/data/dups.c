@@ -157,13 +157,30 @@ int mr_count_duplicates(MrComm *c, uint64_t **keysp, int64_t n, int64_t total, i
             inr[g] = rnd[g] == r;
             if (inr[g]) {
                 int64_t o = dup_owner(g, bits, P);
-                pos[g] = at;
-                at += cnt[g];
                 sn[o] += cnt[g] * 8;
                 csn[o] += 8;
                 ccnt[nc++] = cnt[g];
             }
         }
+        /* Write positions: the other owners' buckets in owner order, then my own
+         * (they stay here: nothing is sent to self, so the receive buffer holds
+         * only other ranks' keys). */
+        for (int64_t g = 0; g < my0; g++)
+            if (inr[g]) {
+                pos[g] = at;
+                at += cnt[g];
+            }
+        for (int64_t g = my1; g < nb; g++)
+            if (inr[g]) {
+                pos[g] = at;
+                at += cnt[g];
+            }
+        int64_t own_at = at;
+        for (int64_t g = my0; g < my1; g++)
+            if (inr[g]) {
+                pos[g] = at;
+                at += cnt[g];
+            }
         for (int64_t g = 0; g < nb; g++)
             if (!inr[g])
                 pos[g] = at; /* the dummy slot, overwritten at will */
@@ -178,8 +195,8 @@ int mr_count_duplicates(MrComm *c, uint64_t **keysp, int64_t n, int64_t total, i
             mine += inr[g];
         for (int q = 0; q < P; q++)
             crn[q] = mine * 8;
-        uint64_t *keys_in = send;
         if (P > 1) {
+            sn[me] = 0; /* my own keys stay at send + own_at */
             if ((rc = mr_comm_alltoallv(c, ccnt, csn, rcnt, crn, e)) ||
                 (rc = mr_comm_alltoall_i64(c, sn, rn, e)))
                 break;
@@ -195,15 +212,20 @@ int mr_count_duplicates(MrComm *c, uint64_t **keysp, int64_t n, int64_t total, i
             if ((rc = mr_comm_agree(c, rc, e)) ||
                 (rc = mr_comm_alltoallv(c, send, sn, recv, rn, e)))
                 break;
-            keys_in = recv;
         } else {
             memcpy(rcnt, ccnt, (size_t)mine * 8);
-            rn[0] = at * 8;
         }
-        /* Source q's keys start at the sum of the earlier sources' byte counts. */
-        spos[0] = 0;
-        for (int q = 1; q < P; q++)
-            spos[q] = spos[q - 1] + rn[q - 1] / 8;
+        /* Source q's keys start at the sum of the earlier sources' byte counts in
+         * the receive buffer; mine are in the send buffer. */
+        int64_t rpos = 0;
+        for (int q = 0; q < P; q++) {
+            if (q == me) {
+                spos[q] = own_at;
+            } else {
+                spos[q] = rpos;
+                rpos += rn[q] / 8;
+            }
+        }
         for (int64_t g = 0; g < mine; g++) {
             int64_t t = 0;
             for (int q = 0; q < P; q++)
@@ -222,7 +244,7 @@ int mr_count_duplicates(MrComm *c, uint64_t **keysp, int64_t n, int64_t total, i
             }
             for (int q = 0; q < P; q++) {
                 slen[q] = rcnt[(size_t)q * (size_t)mine + (size_t)g];
-                seg[q] = keys_in + spos[q];
+                seg[q] = (q == me ? send : recv) + spos[q];
                 spos[q] += slen[q];
             }
             d += bucket_repeats(seg, slen, P, set, 2 * big);
