@@ -42,8 +42,9 @@ typedef struct MrDataSummary {
 typedef struct MrDataset {
     int64_t n;                /* records held by this rank */
     int64_t first;            /* global record number of local record 0 */
-    int64_t *user;            /* [n] user vocabulary id, 0 = OOV */
-    int64_t *item;            /* [n] item vocabulary id, 0 = OOV */
+    int32_t *user;            /* [n] user vocabulary id, 0 = OOV (vocabularies hold at
+                               * most 2^31 - 2 ids: ingestion refuses larger ones) */
+    int32_t *item;            /* [n] item vocabulary id, 0 = OOV */
     float *rating;            /* [n] */
     double *ts;               /* [n] timestamps (seconds); NULL without a timestamp column
                                * or unless split.kind is temporal */

@@ -56,7 +56,7 @@ typedef struct Ing {
     int has_rating, has_ts, has_text;
     int keep_ts;              /* store timestamps (the temporal split needs them) */
     MrStrTab users, items, toks;
-    int64_t *u, *it;          /* local ids (int64: they become the vocabulary ids in place) */
+    uint32_t *u, *it;         /* local ids (they become the int32 vocabulary ids in place) */
     uint64_t *key;            /* duplicate-pair key of each record (count_duplicates) */
     float *rating;
     double *ts;
@@ -88,11 +88,11 @@ static int grow_records(Ing *g, int64_t want)
     int64_t cap = g->cap ? g->cap * 2 : 1 << 16;
     if (cap < want)
         cap = want;
-    int64_t *u = realloc(g->u, (size_t)cap * sizeof *u);
+    uint32_t *u = realloc(g->u, (size_t)cap * sizeof *u);
     if (!u)
         return -1;
     g->u = u;
-    int64_t *it = realloc(g->it, (size_t)cap * sizeof *it);
+    uint32_t *it = realloc(g->it, (size_t)cap * sizeof *it);
     if (!it)
         return -1;
     g->it = it;
@@ -399,28 +399,26 @@ static int table_views(const MrStrTab *t, const char ***s, uint32_t **l)
 
 /* Build one id vocabulary from a local table and per-record local ids, counting
  * occurrences in the records selected by `train_only` (train or all). On success
- * the local ids in *localp become the vocabulary ids in place (no second array of
- * n entries to allocate and fault in), handed over in *out; *localp is set to
- * NULL. */
-static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, int64_t **localp,
+ * the local ids in *localp become the vocabulary ids in place (4 bytes each: no
+ * second array of n entries to allocate and fault in), handed over in *out;
+ * *localp is set to NULL. `what` names the vocabulary in errors. */
+static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, uint32_t **localp,
                           const uint8_t *is_test, int64_t n, int train_only, const MrConfig *cfg,
-                          int64_t **out, MrErr *e)
+                          const char *what, int32_t **out, MrErr *e)
 {
-    int64_t *local = *localp;
+    uint32_t *local = *localp;
     const char **s = NULL;
     uint32_t *l = NULL;
     int64_t *cnt = calloc((size_t)(t->n + 1), sizeof *cnt);
     int64_t *ids = malloc((size_t)(t->n + 1) * sizeof *ids);
-    int rc = (cnt && ids && table_views(t, &s, &l) == 0)
+    /* The two gathers below index a table of one entry per local string, millions
+     * of them: with 4-byte entries the table is half the size and more of it stays
+     * in the cache (counts: while they fit, i.e. fewer than 2^32 local records). */
+    uint32_t *t32 = calloc((size_t)(t->n + 1), sizeof *t32);
+    int narrow = n < (int64_t)UINT32_MAX;
+    int rc = (cnt && ids && t32 && table_views(t, &s, &l) == 0)
                  ? 0
                  : mr_err_set(e, MR_ENOMEM, "out of memory building a vocabulary");
-    /* The two gathers below index tables of one entry per local string, millions
-     * of them: with 4-byte entries (when the counts and ids fit) the table is half
-     * the size and more of it stays in the cache. */
-    int narrow = n < (int64_t)UINT32_MAX && t->n < (int64_t)INT32_MAX;
-    uint32_t *t32 = narrow ? calloc((size_t)(t->n + 1), sizeof *t32) : NULL;
-    if (narrow && !t32)
-        rc = rc ? rc : mr_err_set(e, MR_ENOMEM, "out of memory building a vocabulary");
     if (!(rc = mr_comm_agree(c, rc, e))) {
         /* Gathers over tables of millions of entries: prefetched, or every record
          * waits for a cache and TLB miss. */
@@ -443,12 +441,16 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, int64_t **lo
         rc = mr_vocab_build(v, c, t->n, s, l, cnt, cfg->vocab.min_count, cfg->vocab.max_size, ids,
                             e);
     }
-    /* Vocabulary ids fit in 4 bytes when the vocabulary size does (agreed: v->size
-     * is the same on every rank). */
-    narrow = narrow && !rc && v->size < (int64_t)INT32_MAX;
+    /* Record ids are 4 bytes: a vocabulary of 2^31 - 1 entries or more (with OOV)
+     * is refused, on every rank (v->size is the same everywhere). */
+    if (!rc && v->size >= (int64_t)INT32_MAX)
+        rc = mr_err_set(e, MR_EDATA,
+                        "%s: the %s vocabulary has %" PRId64 " entries; at most %d are supported "
+                        "(vocab.max_size limits it)",
+                        cfg->data.path, what, v->size, INT32_MAX - 1);
     if (!rc && !local && !(local = malloc(sizeof *local))) /* n = 0: still an array */
         rc = mr_err_set(e, MR_ENOMEM, "out of memory building a vocabulary");
-    if (!rc && narrow) {
+    if (!rc) {
         for (int64_t k = 0; k < t->n; k++)
             t32[k] = (uint32_t)ids[k];
         for (int64_t i = 0; i < n; i++) {
@@ -456,19 +458,12 @@ static int build_id_vocab(MrVocab *v, MrComm *c, const MrStrTab *t, int64_t **lo
                 __builtin_prefetch(&t32[local[i + PF_AHEAD]]);
             local[i] = t32[local[i]];
         }
-    } else if (!rc) {
-        for (int64_t i = 0; i < n; i++) {
-            if (i + PF_AHEAD < n)
-                __builtin_prefetch(&ids[local[i + PF_AHEAD]]);
-            local[i] = ids[local[i]];
-        }
-    }
-    if (!rc) {
+        /* uint32_t and int32_t may alias; every value is below 2^31 here. */
         *localp = NULL;
-        *out = local;
+        *out = (int32_t *)local;
     }
-    free(t32);
     rc = mr_comm_agree(c, rc, e);
+    free(t32);
     free(s);
     free(l);
     free(cnt);
@@ -794,11 +789,11 @@ static int ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
     /* 6. vocabularies */
     double tu0 = mr_comm_wtime();
     int train_only = cfg->vocab.from == MR_VOCAB_TRAIN;
-    if ((rc = build_id_vocab(&d->users, c, &g.users, &g.u, d->is_test, n, train_only, cfg,
+    if ((rc = build_id_vocab(&d->users, c, &g.users, &g.u, d->is_test, n, train_only, cfg, "user",
                              &d->user, e)))
         goto fail;
     double ti0 = mr_comm_wtime();
-    if ((rc = build_id_vocab(&d->items, c, &g.items, &g.it, d->is_test, n, train_only, cfg,
+    if ((rc = build_id_vocab(&d->items, c, &g.items, &g.it, d->is_test, n, train_only, cfg, "item",
                              &d->item, e)))
         goto fail;
     mr_log(MR_LOG_DEBUG,

@@ -204,8 +204,9 @@ int mr_epoch_plan(MrEpochPlan *p, MrComm *c, const MrDataset *d, uint64_t seed, 
         int32_t ntok = text ? (int32_t)(d->tok_off[i + 1] - d->tok_off[i]) : 0;
         char *w = rs + at[q];
         memcpy(w, &pos_mine[j], 8);
-        memcpy(w + 8, &d->user[i], 8);
-        memcpy(w + 16, &d->item[i], 8);
+        int64_t uid = d->user[i], iid = d->item[i]; /* 8 bytes on the wire */
+        memcpy(w + 8, &uid, 8);
+        memcpy(w + 16, &iid, 8);
         memcpy(w + 24, &d->rating[i], 4);
         memcpy(w + 28, &ntok, 4);
         if (ntok)
