@@ -577,6 +577,7 @@ static int ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
             goto fail;
         in_quotes = (int)(before & 1);
     }
+    double t_count = mr_comm_wtime() - tp0;
     start = hi; /* no record starts in [lo, hi) unless found below */
     if (lo < hi) {
         if (c->rank == 0 || lo <= data_start) {
@@ -797,10 +798,10 @@ static int ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
                              &d->item, e)))
         goto fail;
     mr_log(MR_LOG_DEBUG,
-           "ingest phases on rank %d: parse+intern %.3f s, split %.3f s, duplicate pairs %.3f "
+           "ingest phases on rank %d: parse+intern %.3f s (quote parity %.3f s), split %.3f s, duplicate pairs %.3f "
            "s, user vocabulary %.3f s (%" PRId64 " local), item vocabulary %.3f s (%" PRId64
            " local)",
-           c->rank, t_parse, td0 - tv0, tu0 - td0, ti0 - tu0, g.users.n, mr_comm_wtime() - ti0,
+           c->rank, t_parse, t_count, td0 - tv0, tu0 - td0, ti0 - tu0, g.users.n, mr_comm_wtime() - ti0,
            g.items.n);
     if (g.has_text) {
         const char **s = NULL;
