@@ -165,22 +165,17 @@ int mr_count_duplicates(MrComm *c, uint64_t **keysp, int64_t n, int64_t total, i
         /* Write positions: the other owners' buckets in owner order, then my own
          * (they stay here: nothing is sent to self, so the receive buffer holds
          * only other ranks' keys). */
-        for (int64_t g = 0; g < my0; g++)
-            if (inr[g]) {
-                pos[g] = at;
-                at += cnt[g];
-            }
-        for (int64_t g = my1; g < nb; g++)
-            if (inr[g]) {
-                pos[g] = at;
-                at += cnt[g];
-            }
-        int64_t own_at = at;
-        for (int64_t g = my0; g < my1; g++)
-            if (inr[g]) {
-                pos[g] = at;
-                at += cnt[g];
-            }
+        const int64_t span[3][2] = {{0, my0}, {my1, nb}, {my0, my1}};
+        int64_t own_at = 0;
+        for (int s = 0; s < 3; s++) {
+            if (s == 2)
+                own_at = at;
+            for (int64_t g = span[s][0]; g < span[s][1]; g++)
+                if (inr[g]) {
+                    pos[g] = at;
+                    at += cnt[g];
+                }
+        }
         for (int64_t g = 0; g < nb; g++)
             if (!inr[g])
                 pos[g] = at; /* the dummy slot, overwritten at will */

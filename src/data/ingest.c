@@ -798,11 +798,11 @@ static int ingest(MrDataset *d, MrComm *c, const MrConfig *cfg, MrErr *e)
                              &d->item, e)))
         goto fail;
     mr_log(MR_LOG_DEBUG,
-           "ingest phases on rank %d: parse+intern %.3f s (quote parity %.3f s), split %.3f s, duplicate pairs %.3f "
-           "s, user vocabulary %.3f s (%" PRId64 " local), item vocabulary %.3f s (%" PRId64
-           " local)",
-           c->rank, t_parse, t_count, td0 - tv0, tu0 - td0, ti0 - tu0, g.users.n, mr_comm_wtime() - ti0,
-           g.items.n);
+           "ingest phases on rank %d: parse+intern %.3f s (quote parity %.3f s), split %.3f s, "
+           "duplicate pairs %.3f s, user vocabulary %.3f s (%" PRId64
+           " local), item vocabulary %.3f s (%" PRId64 " local)",
+           c->rank, t_parse, t_count, td0 - tv0, tu0 - td0, ti0 - tu0, g.users.n,
+           mr_comm_wtime() - ti0, g.items.n);
     if (g.has_text) {
         const char **s = NULL;
         uint32_t *l = NULL;
